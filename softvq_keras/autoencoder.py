@@ -1,0 +1,209 @@
+"""The paper's MLP and CNN autoencoders around any bottleneck layer."""
+
+import keras
+from keras import layers, ops
+
+from softvq_keras.layers.base import Bottleneck
+
+
+@keras.saving.register_keras_serializable(package="softvq")
+class CodebookUsage(keras.metrics.Metric):
+    """Codebook usage and perplexity over all the batches seen.
+
+    Counts, for every codeword, how many inputs had it as their most probable
+    code (`argmax` of `code_probs`). `codebook_usage` is the fraction of the K
+    codewords picked at least once; `perplexity` is `exp(H)` of the pick
+    histogram (K when all codes are used equally, 1 when one code takes all).
+    """
+
+    def __init__(self, num_codes, name="codebook", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.num_codes = int(num_codes)
+        self.counts = self.add_variable(
+            shape=(self.num_codes,), initializer="zeros", name="counts"
+        )
+
+    def update_state(self, code_probs, sample_weight=None):
+        picks = ops.one_hot(ops.argmax(code_probs, axis=-1), self.num_codes)
+        self.counts.assign(self.counts + ops.sum(picks, axis=0))
+
+    def result(self):
+        counts = ops.convert_to_tensor(self.counts)
+        total = ops.maximum(ops.sum(counts), 1.0)
+        p = counts / total
+        entropy = -ops.sum(ops.where(p > 0, p * ops.log(ops.maximum(p, 1e-12)), 0.0))
+        return {
+            "codebook_usage": ops.mean(ops.cast(counts > 0, "float32")),
+            "perplexity": ops.exp(entropy),
+        }
+
+    def reset_state(self):
+        self.counts.assign(ops.zeros((self.num_codes,)))
+
+    def get_config(self):
+        return {**super().get_config(), "num_codes": self.num_codes}
+
+
+@keras.saving.register_keras_serializable(package="softvq")
+class Autoencoder(keras.Model):
+    """A functional autoencoder that logs each loss term and codebook metrics.
+
+    Its outputs are a dict: `reconstruction`, `latent` (the pre-quantization `z`)
+    and what the bottleneck returns besides its output (`*_loss` terms per
+    sample, `code_probs` for quantizers). The training loss is
+    `mean((x - reconstruction)^2) / pixel_variance` plus the bottleneck's
+    `add_loss` terms; `fit(x)` needs no targets. Logged per epoch:
+    `reconstruction_loss`, each bottleneck term, and for quantizers
+    `codebook_usage` and `perplexity` (over the epoch's training inputs).
+    """
+
+    def __init__(self, *args, pixel_variance=1.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pixel_variance = float(pixel_variance)
+        names = [k for k in self.output if k.endswith("_loss")]
+        self.term_trackers = {
+            k: keras.metrics.Mean(name=k) for k in ["reconstruction_loss", *names]
+        }
+        self.codebook_metric = None
+        if "code_probs" in self.output:
+            self.codebook_metric = CodebookUsage(self.output["code_probs"].shape[-1])
+
+    def reconstruction_loss(self, x, reconstruction):
+        x = ops.cast(x, "float32")
+        reconstruction = ops.cast(reconstruction, "float32")
+        return ops.mean(ops.square(x - reconstruction)) / self.pixel_variance
+
+    def compute_loss(
+        self, x=None, y=None, y_pred=None, sample_weight=None, training=True
+    ):
+        total = self.reconstruction_loss(x, y_pred["reconstruction"])
+        for loss in self.losses:
+            total = total + ops.cast(ops.sum(loss), "float32")
+        return total
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        self.term_trackers["reconstruction_loss"].update_state(
+            self.reconstruction_loss(x, y_pred["reconstruction"])
+        )
+        for name, tracker in self.term_trackers.items():
+            if name != "reconstruction_loss":
+                tracker.update_state(ops.mean(y_pred[name]))
+        if self.codebook_metric is not None:
+            self.codebook_metric.update_state(y_pred["code_probs"])
+        return self.get_metrics_result()
+
+    def get_config(self):
+        return {**super().get_config(), "pixel_variance": self.pixel_variance}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        pixel_variance = config.pop("pixel_variance", 1.0)
+        model = super().from_config(config, custom_objects=custom_objects)
+        model.pixel_variance = float(pixel_variance)
+        return model
+
+
+def _mlp_encoder(x, input_shape):
+    h = x
+    if len(input_shape) > 1:
+        h = layers.Flatten(name="flatten")(h)
+    for i, units in enumerate((500, 500, 2000)):
+        h = layers.Dense(units, activation="relu", name=f"encoder_dense_{i}")(h)
+    return h
+
+
+def _mlp_decoder(t, input_shape):
+    for i, units in enumerate((2000, 500, 500)):
+        t = layers.Dense(units, activation="relu", name=f"decoder_dense_{i}")(t)
+    size = 1
+    for n in input_shape:
+        size *= n
+    t = layers.Dense(size, activation="sigmoid", name="decoder_output")(t)
+    if len(input_shape) > 1:
+        t = layers.Reshape(input_shape, name="reconstruction_reshape")(t)
+    return t
+
+
+def _cnn_encoder(x, input_shape):
+    h = x
+    for i, filters in enumerate((64, 128, 256, 512)):
+        h = layers.Conv2D(
+            filters, 3, strides=2, padding="same", activation="relu",
+            name=f"encoder_conv_{i}",
+        )(h)
+    return layers.Flatten(name="flatten")(h)
+
+
+def _cnn_decoder(t, input_shape):
+    side = input_shape[0] // 16
+    t = layers.Dense(side * side * 512, activation="relu", name="decoder_dense")(t)
+    t = layers.Reshape((side, side, 512), name="decoder_reshape")(t)
+    for i, filters in enumerate((512, 256, 128)):
+        t = layers.Conv2DTranspose(
+            filters, 3, strides=2, padding="same", activation="relu",
+            name=f"decoder_deconv_{i}",
+        )(t)
+    return layers.Conv2DTranspose(
+        input_shape[-1], 3, strides=2, padding="same", name="decoder_output"
+    )(t)
+
+
+ARCHITECTURES = {
+    "mlp": (_mlp_encoder, _mlp_decoder),
+    "cnn": (_cnn_encoder, _cnn_decoder),
+}
+
+
+def build_autoencoder(
+    bottleneck, input_shape, latent_dim, architecture="mlp", pixel_variance=1.0
+):
+    """Build the paper's autoencoder around `bottleneck`.
+
+    - `"mlp"` (MNIST, digits): Dense 500-500-2000 ReLU, heads, Dense
+      2000-500-500 ReLU, Dense sigmoid output (inputs in [0, 1]).
+    - `"cnn"` (SVHN, CIFAR-10): Conv2D 3x3 stride 2 with 64-128-256-512
+      filters, Flatten, heads, Dense to (side/16)^2 x 512, Conv2DTranspose
+      512-256-128 ReLU and a linear 3-channel output (inputs in [-0.5, 0.5]).
+
+    The encoder's `z` head is `Dense(latent_dim, activation=
+    bottleneck.latent_activation, name="z")`; the bottleneck gets `[z, h]`.
+
+    Args:
+        bottleneck: a `Bottleneck` layer (see `softvq_keras.make_bottleneck`).
+        input_shape: shape of one input, e.g. `(784,)` or `(32, 32, 3)`.
+        latent_dim: d.
+        architecture: `"mlp"` or `"cnn"`.
+        pixel_variance: the training-set pixel variance the reconstruction
+            MSE is divided by.
+
+    Returns:
+        `(autoencoder, encoder)`: the trainable `Autoencoder`, and a plain
+        `keras.Model` from the input to `z` made only of built-in layers (it
+        loads with `keras.saving.load_model` without importing this package).
+    """
+    if not isinstance(bottleneck, Bottleneck):
+        raise TypeError(f"bottleneck must be a Bottleneck layer; got {bottleneck!r}.")
+    if architecture not in ARCHITECTURES:
+        raise ValueError(
+            f"Unknown architecture {architecture!r}; expected one of "
+            f"{sorted(ARCHITECTURES)}."
+        )
+    input_shape = tuple(input_shape)
+    if architecture == "cnn" and (len(input_shape) != 3 or input_shape[0] % 16):
+        raise ValueError(
+            f"The CNN needs (H, W, C) inputs with H divisible by 16; got {input_shape}."
+        )
+    encode, decode = ARCHITECTURES[architecture]
+    x = keras.Input(shape=input_shape, name="image")
+    h = encode(x, input_shape)
+    z = layers.Dense(latent_dim, activation=bottleneck.latent_activation, name="z")(h)
+    quantized = bottleneck([z, h])
+    reconstruction = decode(quantized["output"], input_shape)
+    outputs = {"reconstruction": reconstruction, "latent": z}
+    outputs.update({k: v for k, v in quantized.items() if k != "output"})
+    autoencoder = Autoencoder(
+        inputs=x, outputs=outputs, pixel_variance=pixel_variance, name="autoencoder"
+    )
+    encoder = keras.Model(x, z, name="encoder")
+    return autoencoder, encoder

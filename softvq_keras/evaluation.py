@@ -1,0 +1,111 @@
+"""Downstream metrics of a representation (the paper's Tables 1 and 2).
+
+Clustering: K-means with `n_init` restarts keeping the lowest inertia
+(scikit-learn), scored by Hungarian-matched accuracy
+(`scipy.optimize.linear_sum_assignment`) and NMI (scikit-learn, arithmetic
+normalization). Classification: a linear softmax probe, `Dense(10)` trained
+with Adam (lr 0.01, batch 128) on the training latents.
+"""
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+from sklearn.cluster import KMeans
+from sklearn.metrics import confusion_matrix, normalized_mutual_info_score
+
+
+def cluster_label_map(y_true, clusters, n_clusters=None):
+    """Hungarian map `cluster id -> label` maximizing the matched count.
+
+    Returns an int array of length `n_clusters`; clusters left unmatched (more
+    clusters than labels) get the majority label of their members (or -1).
+    """
+    y_true = np.asarray(y_true).astype(np.int64).reshape(-1)
+    clusters = np.asarray(clusters).astype(np.int64).reshape(-1)
+    if y_true.shape != clusters.shape:
+        raise ValueError(
+            f"y_true and clusters differ in length: {y_true.size} vs {clusters.size}."
+        )
+    n_clusters = int(n_clusters or clusters.max() + 1)
+    n_labels = int(max(y_true.max() + 1, 1))
+    counts = confusion_matrix(
+        clusters, y_true, labels=np.arange(max(n_clusters, n_labels))
+    )[:n_clusters, :n_labels]
+    rows, cols = linear_sum_assignment(counts, maximize=True)
+    mapping = np.full(n_clusters, -1, dtype=np.int64)
+    mapping[rows] = cols
+    for c in np.where(mapping < 0)[0]:
+        if counts[c].sum():
+            mapping[c] = int(np.argmax(counts[c]))
+    return mapping
+
+
+def cluster_accuracy(y_true, clusters):
+    """Accuracy of the best one-to-one matching of clusters to labels."""
+    y_true = np.asarray(y_true).astype(np.int64).reshape(-1)
+    clusters = np.asarray(clusters).astype(np.int64).reshape(-1)
+    if y_true.shape != clusters.shape:
+        raise ValueError(
+            f"y_true and clusters differ in length: {y_true.size} vs {clusters.size}."
+        )
+    if y_true.size == 0:
+        raise ValueError("cluster_accuracy needs at least one sample.")
+    n = int(max(clusters.max(), y_true.max()) + 1)
+    counts = confusion_matrix(clusters, y_true, labels=np.arange(n))
+    rows, cols = linear_sum_assignment(counts, maximize=True)
+    return float(counts[rows, cols].sum() / y_true.size)
+
+
+def nmi(y_true, clusters):
+    """Normalized mutual information, 2 I / (H(y) + H(c))."""
+    return float(normalized_mutual_info_score(y_true, clusters))
+
+
+def fit_kmeans(latents, n_clusters=10, n_init=100, seed=0):
+    """K-means with `n_init` initializations; keeps the lowest inertia."""
+    return KMeans(n_clusters=n_clusters, n_init=n_init, random_state=seed).fit(
+        np.asarray(latents, dtype=np.float64)
+    )
+
+
+def linear_probe(
+    z_train, y_train, z_test=None, y_test=None, epochs=20, learning_rate=0.01,
+    batch_size=128, seed=0, num_classes=10, verbose=0,
+):
+    """Train a softmax `Dense(num_classes)` on `z_train`; return (model, test acc).
+
+    The accuracy is None when no test split is given.
+    """
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    z_train = np.asarray(z_train, dtype=np.float32)
+    model = keras.Sequential(
+        [
+            keras.Input((z_train.shape[1],), name="latent"),
+            keras.layers.Dense(num_classes, activation="softmax", name="softmax"),
+        ],
+        name="classifier",
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    model.fit(
+        z_train, np.asarray(y_train), epochs=epochs, batch_size=batch_size,
+        verbose=verbose, shuffle=True,
+    )
+    accuracy = None
+    if z_test is not None:
+        probs = model.predict(np.asarray(z_test, np.float32), batch_size=4096, verbose=0)
+        accuracy = float(np.mean(np.argmax(probs, axis=-1) == np.asarray(y_test)))
+    return model, accuracy
+
+
+def clustering_scores(latents, y_true, n_clusters=10, n_init=100, seed=0):
+    """The paper's protocol: K-means fitted and scored on the same latents."""
+    km = fit_kmeans(latents, n_clusters, n_init, seed)
+    return {
+        "clustering_accuracy": cluster_accuracy(y_true, km.labels_),
+        "nmi": nmi(y_true, km.labels_),
+    }

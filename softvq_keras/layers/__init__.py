@@ -1,0 +1,18 @@
+"""Bottleneck layers: one file each, all registered under package `softvq`."""
+
+from softvq_keras.layers.base import Bottleneck, squared_distances
+from softvq_keras.layers.identity import IdentityBottleneck
+from softvq_keras.layers.information_dropout import InformationDropout
+from softvq_keras.layers.soft_vector_quantizer import SoftVectorQuantizer
+from softvq_keras.layers.variational import VariationalBottleneck
+from softvq_keras.layers.vector_quantizer import VectorQuantizer
+
+__all__ = [
+    "Bottleneck",
+    "IdentityBottleneck",
+    "InformationDropout",
+    "SoftVectorQuantizer",
+    "VariationalBottleneck",
+    "VectorQuantizer",
+    "squared_distances",
+]

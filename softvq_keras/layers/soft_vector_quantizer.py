@@ -1,0 +1,170 @@
+"""Soft vector quantizer (Wu & Flierl, AAAI 2020)."""
+
+import keras
+from keras import ops
+
+from softvq_keras.layers.base import (
+    Bottleneck,
+    make_codebook_initializer,
+    per_sample_mean,
+    squared_distances,
+)
+
+WEIGHTINGS = ("mnist_code", "svhn_code", "gaussian")
+
+
+@keras.saving.register_keras_serializable(package="softvq")
+class SoftVectorQuantizer(Bottleneck):
+    """Soft VQ: the decoder gets the posterior mean of the codewords.
+
+    A second head on the encoder's last hidden layer gives one log standard
+    deviation per codeword and per input, `s = Dense(K)(features)`
+    (`sigma_k = exp(s_k)`, precision `lambda_k = exp(-2 s_k)`). With
+    `D_k = ||z - e_k||^2`, the posterior weights are a softmax of logits:
+
+    - `"mnist_code"` (default, the MNIST notebook):
+      `p = softmax(-0.5 lambda D + s)`, `zhat = sum_k p_k e_k`;
+    - `"svhn_code"` (the SVHN notebook): `p = softmax(-0.5 lambda D)`,
+      `zhat = sum_k exp(s_k) p_k e_k` (weights no longer sum to 1);
+    - `"gaussian"`: the isotropic Gaussian posterior,
+      `p = softmax(-0.5 lambda D - d s)`, `zhat = sum_k p_k e_k`.
+
+    Losses (means over elements): `codebook = mean((zhat - sg(z))^2)` trains
+    the codebook, the `s` head and `z` through `D`;
+    `commitment = mean((sg(zhat) - z)^2)`. Added loss:
+    `loss_weight * (codebook + commitment_cost * commitment)`. The decoder gets
+    `z + sg(zhat - z)` (straight-through). Distances and softmax are computed in
+    float32 whatever the dtype policy.
+
+    Args:
+        num_codes: K (128 on MNIST, 32 on SVHN/CIFAR-10).
+        commitment_cost: c (2.5 on MNIST, 7.5 on SVHN).
+        loss_weight: w (3.0 on MNIST, 2.0 on SVHN).
+        weighting: `"mnist_code"`, `"svhn_code"` or `"gaussian"`.
+        latent_noise_stddev: if > 0, `z + N(0, stddev^2)` is quantized while
+            training (the paper's abstract; 0.01 in a commented-out notebook
+            line). Off by default; never at inference.
+        codebook_initializer: `"uniform_unit_scaling"` (MNIST) or
+            `"variance_scaling"` (SVHN).
+        seed: integer seed of the noise `SeedGenerator`.
+
+    Inputs `[z, features]`, `z: (batch, d)`, `features: (batch, F)`. Returns
+    `{"output": (batch, d), "codebook_loss": (batch,), "commitment_loss":
+    (batch,), "code_probs": (batch, K)}`.
+
+    Example:
+
+    >>> svq = SoftVectorQuantizer(num_codes=8)
+    >>> out = svq([keras.ops.ones((2, 4)), keras.ops.ones((2, 3))])
+    >>> tuple(out["output"].shape), tuple(out["code_probs"].shape)
+    ((2, 4), (2, 8))
+    """
+
+    loss_terms = ("codebook", "commitment")
+
+    def __init__(
+        self,
+        num_codes,
+        commitment_cost=2.5,
+        loss_weight=3.0,
+        weighting="mnist_code",
+        latent_noise_stddev=0.0,
+        codebook_initializer="uniform_unit_scaling",
+        seed=None,
+        **kwargs,
+    ):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        if int(num_codes) < 2:
+            raise ValueError(f"num_codes must be at least 2; got {num_codes}.")
+        if weighting not in WEIGHTINGS:
+            raise ValueError(
+                f"Unknown weighting {weighting!r}; expected one of {WEIGHTINGS}."
+            )
+        if latent_noise_stddev < 0:
+            raise ValueError(
+                f"latent_noise_stddev must be >= 0; got {latent_noise_stddev}."
+            )
+        make_codebook_initializer(codebook_initializer, 1)  # validates the name
+        self.num_codes = int(num_codes)
+        self.commitment_cost = float(commitment_cost)
+        self.loss_weight = float(loss_weight)
+        self.weighting = weighting
+        self.latent_noise_stddev = float(latent_noise_stddev)
+        self.codebook_initializer = codebook_initializer
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.log_sigma_head = None
+
+    def build(self, input_shape):
+        z_shape, features_shape = self._shapes(input_shape)
+        self._require_features(features_shape)
+        latent_dim = z_shape[-1]
+        self.codebook = self.add_weight(
+            shape=(self.num_codes, latent_dim),
+            initializer=make_codebook_initializer(self.codebook_initializer, latent_dim),
+            name="codebook",
+        )
+        self.log_sigma_head = keras.layers.Dense(
+            self.num_codes, name="log_sigma", dtype=self.dtype_policy
+        )
+        self.log_sigma_head.build(features_shape)
+
+    def posterior(self, z, log_sigma):
+        """Weights `p (batch, K)` and the soft output `zhat (batch, d)`."""
+        distances = squared_distances(z, self.codebook)
+        precision = ops.exp(-2.0 * log_sigma)
+        logits = -0.5 * precision * distances
+        if self.weighting == "mnist_code":
+            logits = logits + log_sigma
+        elif self.weighting == "gaussian":
+            logits = logits - ops.cast(ops.shape(z)[-1], z.dtype) * log_sigma
+        probs = ops.softmax(logits, axis=-1)
+        mix = probs * ops.exp(log_sigma) if self.weighting == "svhn_code" else probs
+        return probs, ops.matmul(mix, self.codebook)
+
+    def call(self, inputs, training=None):
+        z, features = self._split(inputs)
+        self._require_features(features)
+        log_sigma = self.log_sigma_head(features)
+        noisy = z
+        if training and self.latent_noise_stddev > 0:
+            noisy = z + self.latent_noise_stddev * keras.random.normal(
+                ops.shape(z), seed=self.seed_generator
+            )
+        probs, zhat = self.posterior(noisy, log_sigma)
+        codebook = per_sample_mean(ops.square(zhat - ops.stop_gradient(z)))
+        commitment = per_sample_mean(ops.square(ops.stop_gradient(zhat) - z))
+        self.add_loss(
+            self.loss_weight
+            * (ops.mean(codebook) + self.commitment_cost * ops.mean(commitment))
+        )
+        return {
+            "output": z + ops.stop_gradient(zhat - z),
+            "codebook_loss": codebook,
+            "commitment_loss": commitment,
+            "code_probs": probs,
+        }
+
+    def compute_output_spec(self, inputs, training=None):
+        z, _ = self._split(inputs)
+        batch = z.shape[:1]
+        dtype = self.compute_dtype
+        return {
+            "output": keras.KerasTensor(z.shape, dtype=dtype),
+            "codebook_loss": keras.KerasTensor(batch, dtype=dtype),
+            "commitment_loss": keras.KerasTensor(batch, dtype=dtype),
+            "code_probs": keras.KerasTensor(batch + (self.num_codes,), dtype=dtype),
+        }
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_codes": self.num_codes,
+            "commitment_cost": self.commitment_cost,
+            "loss_weight": self.loss_weight,
+            "weighting": self.weighting,
+            "latent_noise_stddev": self.latent_noise_stddev,
+            "codebook_initializer": self.codebook_initializer,
+            "seed": self.seed,
+        }

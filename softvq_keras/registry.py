@@ -1,0 +1,114 @@
+"""One registry from the command-line names to bottleneck layers."""
+
+import math
+
+from softvq_keras.layers import (
+    IdentityBottleneck,
+    InformationDropout,
+    SoftVectorQuantizer,
+    VariationalBottleneck,
+    VectorQuantizer,
+)
+from softvq_keras.presets import dataset_info, preset
+
+
+def _reconstruction_size(dataset):
+    return math.prod(dataset_info(dataset).input_shape)
+
+
+def _ae(p, dataset, seed):
+    return IdentityBottleneck(name="bottleneck")
+
+
+def _vae(p, dataset, seed, beta_key="vae_beta"):
+    return VariationalBottleneck(
+        beta=p[beta_key],
+        reconstruction_size=_reconstruction_size(dataset),
+        seed=seed,
+        name="bottleneck",
+    )
+
+
+def _betavae(p, dataset, seed):
+    return _vae(p, dataset, seed, beta_key="betavae_beta")
+
+
+def _infodropout(p, dataset, seed):
+    return InformationDropout(
+        beta=p["infodropout_beta"],
+        max_alpha=p["max_alpha"],
+        reconstruction_size=_reconstruction_size(dataset),
+        seed=seed,
+        name="bottleneck",
+    )
+
+
+def _vq(p, dataset, seed):
+    return VectorQuantizer(
+        num_codes=p["vq_codes"],
+        commitment_cost=p["commitment_cost"],
+        loss_weight=p["loss_weight"],
+        codebook_initializer=p["codebook_initializer"],
+        name="bottleneck",
+    )
+
+
+def _softvq(p, dataset, seed):
+    return SoftVectorQuantizer(
+        num_codes=p["softvq_codes"],
+        commitment_cost=p["commitment_cost"],
+        loss_weight=p["loss_weight"],
+        weighting=p["weighting"],
+        latent_noise_stddev=p.get("latent_noise_stddev", 0.0),
+        codebook_initializer=p["codebook_initializer"],
+        seed=seed,
+        name="bottleneck",
+    )
+
+
+BOTTLENECKS = {
+    "ae": _ae,
+    "vae": _vae,
+    "betavae": _betavae,
+    "infodropout": _infodropout,
+    "vq": _vq,
+    "softvq": _softvq,
+}
+
+
+def bottleneck_settings(model, dataset, **overrides):
+    """The preset of `dataset` with `overrides` applied (None values ignored).
+
+    `codebook_size` sets the K of whichever quantizer `model` is; `beta` sets
+    the KL weight of `vae`, `betavae` or `infodropout`.
+    """
+    if model not in BOTTLENECKS:
+        raise ValueError(
+            f"Unknown model {model!r}; expected one of {list(BOTTLENECKS)}."
+        )
+    p = preset(dataset)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if "codebook_size" in overrides:
+        p[f"{'softvq' if model == 'softvq' else 'vq'}_codes"] = overrides.pop(
+            "codebook_size"
+        )
+    if "beta" in overrides:
+        key = {"vae": "vae_beta", "betavae": "betavae_beta"}.get(
+            model, "infodropout_beta"
+        )
+        p[key] = overrides.pop("beta")
+    unknown = set(overrides) - set(p) - {"latent_noise_stddev"}
+    if unknown:
+        raise ValueError(f"Unknown bottleneck settings: {sorted(unknown)}.")
+    p.update(overrides)
+    return p
+
+
+def make_bottleneck(model, dataset="mnist", seed=None, **overrides):
+    """The bottleneck layer for CLI name `model` with `dataset`'s paper defaults.
+
+    >>> make_bottleneck("softvq", "mnist").num_codes
+    128
+    """
+    settings = bottleneck_settings(model, dataset, **overrides)
+    return BOTTLENECKS[model](settings, dataset, seed)
