@@ -1,0 +1,173 @@
+"""The command line: bad input fails at once with one line and exit code 2."""
+
+import json
+import os
+import subprocess
+import sys
+
+from pathlib import Path
+
+import pytest
+
+from training import fit
+from training.artifacts import CONFIG, METRICS
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_cli(capsys, *argv):
+    """`training.fit.main(argv)` in process; returns (exit code, stdout, stderr)."""
+    try:
+        code = fit.main(list(argv))
+    except SystemExit as e:  # argparse's own errors and --help
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["foo", "softvq"], "unknown dataset 'foo'; choose one of mnist"),
+        (["digits", "softvqq"], "unknown model 'softvqq'; choose one of ae, vae"),
+        (["digits", "ae", "--epochs", "-3"], "--epochs must be a positive integer; got -3"),
+        (["digits", "ae", "--epochs", "0"], "--epochs must be a positive integer; got 0"),
+        (["digits", "ae", "--steps", "-1"], "--steps must be a positive integer; got -1"),
+        (["digits", "ae", "--batch-size", "0"], "--batch-size must be a positive integer"),
+        (["digits", "ae", "--learning-rate", "0"], "--learning-rate must be a positive number"),
+        (["digits", "ae", "--learning-rate", "nan"], "--learning-rate must be a positive number"),
+        (["digits", "vq", "--codebook-size", "1"], "--codebook-size (K) must be at least 2; got 1"),
+        (["digits", "ae", "--codebook-size", "8"], "--codebook-size applies to vq and softvq only"),
+        (["digits", "softvq", "--beta", "2"], "--beta applies to vae, betavae, infodropout only"),
+        (["digits", "vae", "--beta", "-1"], "--beta must be a non-negative number"),
+        (["digits", "ae", "--kmeans-init", "0"], "--kmeans-init must be a positive integer"),
+        (["digits", "ae", "--data-dir", "/no/such/folder"], "--data-dir '/no/such/folder' is not a directory"),
+        (["digits", "ae", "--epochs", "two"], "argument --epochs: invalid int value: 'two'"),
+        (["digits", "ae", "--backend", "numpy"], "argument --backend: invalid choice: 'numpy'"),
+        (["digits", "ae", "--resume", "--overwrite"], "not allowed with argument"),
+        (["digits"], "the following arguments are required: MODEL"),
+    ],
+)
+def test_bad_arguments_fail_with_one_line_and_exit_code_2(capsys, argv, message):
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert out == ""
+
+
+def test_errors_come_before_keras_is_imported():
+    """A bad value is rejected by a fresh process that never imports Keras."""
+    code = (
+        "import sys; from training.fit import main; "
+        "rc = main(['digits', 'vq', '--codebook-size', '1']); "
+        "print(rc, 'keras' in sys.modules, 'softvq_keras' in sys.modules)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert proc.stdout.split() == ["2", "False", "False"], proc.stderr
+    assert "must be at least 2" in proc.stderr
+
+
+@pytest.mark.parametrize("dataset, expected", [("digits", "jax"), ("cifar10", "tensorflow")])
+def test_default_backend_follows_the_architecture(dataset, expected):
+    code = (
+        "import os, sys; from training.fit import FitSettings, choose_backend, load_presets; "
+        f"print(choose_backend(FitSettings({dataset!r}, 'ae'), load_presets()), "
+        "os.environ['KERAS_BACKEND'], 'keras' in sys.modules)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True,
+        text=True, timeout=60,
+    )
+    assert proc.stdout.split() == [expected, expected, "False"], proc.stderr
+
+
+def test_an_explicit_backend_wins_over_the_default():
+    code = (
+        "from training.fit import FitSettings, choose_backend, load_presets; "
+        "print(choose_backend(FitSettings('digits', 'ae', backend='torch'), load_presets()))"
+    )
+    env = dict(os.environ, KERAS_BACKEND="tensorflow")
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True,
+        text=True, timeout=60,
+    )
+    assert proc.stdout.strip() == "torch", proc.stderr
+
+
+def test_help_lists_every_option_and_each_datasets_defaults(capsys):
+    code, out, _ = run_cli(capsys, "--help")
+    assert code == 0
+    for flag in (
+        "--epochs", "--steps", "--batch-size", "--learning-rate", "--latent-dim",
+        "--codebook-size", "--beta", "--seed", "--data-dir", "--out", "--backend",
+        "--resume", "--overwrite", "--kmeans-init", "--probe-epochs",
+    ):
+        assert flag in out
+    presets = fit.load_presets()
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith("  ")}
+    for name, p in presets.PRESETS.items():
+        row = rows[name]
+        assert str(p["steps"]) in row and str(p["latent_dim"]) in row
+        assert f"{p['softvq_codes']}/{p['vq_codes']}" in row
+
+
+def test_epochs_for_steps_rounds_up_to_whole_epochs():
+    # The paper: 40,000 updates of batch 64 on MNIST's 60,000 images = 43 epochs.
+    assert fit.epochs_for_steps(40_000, 60_000, 64) == 43
+    assert fit.epochs_for_steps(938, 60_000, 64) == 1
+    assert fit.epochs_for_steps(939, 60_000, 64) == 2
+
+
+def test_model_names_match_the_registry():
+    import softvq_keras
+
+    assert set(fit.MODELS) == set(softvq_keras.BOTTLENECKS)
+
+
+def test_a_non_empty_run_folder_is_refused(capsys, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    code, _, err = run_cli(capsys, "digits", "ae", "--out", str(tmp_path))
+    assert code == 2
+    assert "is not empty (holds notes.txt)" in err and "--overwrite" in err
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_an_out_path_that_is_a_file_is_refused(capsys, tmp_path):
+    target = tmp_path / "file"
+    target.write_text("")
+    code, _, err = run_cli(capsys, "digits", "ae", "--out", str(target))
+    assert code == 2 and "is a file, not a folder" in err
+
+
+def test_resume_refuses_a_finished_run_and_a_foreign_folder(capsys, tmp_path):
+    finished = tmp_path / "finished"
+    finished.mkdir()
+    for name in (CONFIG, METRICS):
+        (finished / name).write_text(json.dumps({}))
+    code, _, err = run_cli(capsys, "digits", "ae", "--out", str(finished), "--resume")
+    assert code == 2 and "the run finished; pass --overwrite" in err
+
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "data.csv").write_text("1,2")
+    code, _, err = run_cli(capsys, "digits", "ae", "--out", str(foreign), "--resume")
+    assert code == 2 and "nothing to resume" in err and "has no config.json" in err
+
+
+def test_unavailable_data_is_a_usage_error(capsys, tmp_path, monkeypatch):
+    """mnist with an empty --data-dir and downloads forbidden: one line, exit 2."""
+    data_dir = tmp_path / "empty"
+    data_dir.mkdir()
+    monkeypatch.setenv("SOFTVQ_OFFLINE", "1")
+    monkeypatch.setenv("TFDS_DATA_DIR", str(data_dir))  # no prepared tfds copy either
+    code, _, err = run_cli(
+        capsys, "mnist", "ae", "--data-dir", str(data_dir), "--out", str(tmp_path / "run")
+    )
+    assert code == 2
+    assert "Dataset 'mnist' is not available" in err and "mnist.npz" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()

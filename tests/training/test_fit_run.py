@@ -1,0 +1,214 @@
+"""End-to-end runs on `digits`: artifacts, reload, evaluation, determinism, resume, NaN."""
+
+import json
+import math
+import shutil
+
+import keras
+import numpy as np
+import pytest
+
+from training import artifacts
+from training.evaluate import main as evaluate_main
+from training.fit import TrainingDiverged, UsageError, main as fit_main, run
+
+#: metrics.json values that must not depend on when or how often they are computed.
+SCORES = (
+    "clustering_accuracy", "nmi", "clustering_accuracy_train_centroids",
+    "nmi_train_centroids", "classification_accuracy", "codebook_usage", "perplexity",
+)
+
+
+def read(run_dir, name):
+    return json.loads((run_dir / name).read_text())
+
+
+def assert_same_scores(actual, expected, tol):
+    for key in SCORES:
+        assert actual[key] == pytest.approx(expected[key], abs=tol), key
+    for key, value in expected["raw"].items():
+        assert actual["raw"][key] == pytest.approx(value, abs=tol), f"raw.{key}"
+
+
+def test_a_run_writes_every_artifact(finished_run):
+    names = {p.name for p in finished_run.iterdir()}
+    expected = set(artifacts.FINISHED_RUN_FILES)
+    if keras.backend.backend() == "tensorflow":
+        expected.add(artifacts.SAVED_MODEL)
+    assert names == expected  # no checkpoint/, no temporary files left
+
+
+def test_config_records_the_settings_used(finished_run):
+    from softvq_keras.presets import DATASETS, preset
+
+    config = read(finished_run, artifacts.CONFIG)
+    info, p = DATASETS["digits"], preset("digits")
+    assert config["dataset"] == "digits" and config["model"] == "softvq"
+    assert config["backend"] == keras.backend.backend()
+    assert config["image_shape"] == list(info.image_shape)
+    assert config["input_shape"] == list(info.input_shape)
+    assert (config["pixel_max"], config["offset"]) == (info.pixel_max, info.offset)
+    assert config["latent_dim"] == p["latent_dim"]
+    assert config["num_classes"] == 10 and len(config["class_names"]) == 10
+    assert config["bottleneck"]["num_codes"] == p["softvq_codes"]
+    assert config["epochs"] == 2
+    steps_per_epoch = math.ceil(config["num_train"] / p["batch_size"])
+    assert config["steps"] == 2 * steps_per_epoch
+    assert config["batch_size"] == p["batch_size"]
+    assert config["learning_rate"] == p["learning_rate"]
+    assert config["seed"] == 0
+    assert config["versions"]["keras"] == keras.__version__
+    assert config["data_source"] == "sklearn.datasets.load_digits"
+
+
+def test_history_and_metrics_are_consistent(finished_run):
+    history = read(finished_run, artifacts.HISTORY)["epochs"]
+    metrics = read(finished_run, artifacts.METRICS)
+    assert [e["epoch"] for e in history] == [1, 2]
+    assert metrics["epochs_trained"] == 2
+    assert metrics["final_losses"] == history[-1]["logs"]
+    assert metrics["timings_s"]["seconds_per_epoch"] == [e["seconds"] for e in history]
+    for phase in ("load", "train", "encode", "kmeans", "probe", "raw", "total"):
+        assert metrics["timings_s"][phase] > 0, phase
+    assert metrics["timings_s"]["total"] >= metrics["timings_s"]["train"]
+    for key in SCORES[:5] + ("codebook_usage",):
+        assert 0.0 < metrics[key] <= 1.0, key
+    k = read(finished_run, artifacts.CONFIG)["bottleneck"]["num_codes"]
+    assert 1.0 <= metrics["perplexity"] <= k
+    # Digits' raw pixels cluster and classify far above chance (10 %).
+    assert metrics["raw"]["classification_accuracy"] > 0.5
+    assert metrics["raw"]["clustering_accuracy"] > 0.4
+
+
+def test_kmeans_and_classifier_artifacts(finished_run):
+    latent_dim = read(finished_run, artifacts.CONFIG)["latent_dim"]
+    with np.load(finished_run / artifacts.KMEANS, allow_pickle=False) as f:
+        assert f["centroids"].dtype == np.float32
+        assert f["centroids"].shape == (10, latent_dim)
+        assert f["cluster_to_label"].dtype == np.int64
+        assert sorted(f["cluster_to_label"]) == list(range(10))  # one-to-one
+    classifier = keras.saving.load_model(finished_run / artifacts.CLASSIFIER, safe_mode=True)
+    probs = classifier.predict(np.random.default_rng(0).normal(size=(5, latent_dim)), verbose=0)
+    assert probs.shape == (5, 10)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_the_encoder_reloads_in_a_fresh_process_without_softvq(
+    finished_run, tmp_path, python_subprocess
+):
+    """Plain keras in a new interpreter gives the latents of the full autoencoder."""
+    from softvq_keras.data import load
+
+    x_test = load("digits").x_test[:50]
+    np.save(tmp_path / "x.npy", x_test)
+    code = (
+        "import sys, keras, numpy as np\n"
+        f"m = keras.saving.load_model({str(finished_run / artifacts.ENCODER)!r}, safe_mode=True)\n"
+        f"np.save({str(tmp_path / 'z.npy')!r}, m.predict(np.load({str(tmp_path / 'x.npy')!r}), verbose=0))\n"
+        "print('softvq_keras' in sys.modules)\n"
+    )
+    proc = python_subprocess(code)
+    assert proc.stdout.strip() == "False"
+    z_reloaded = np.load(tmp_path / "z.npy")
+
+    import softvq_keras  # noqa: F401
+
+    autoencoder = keras.saving.load_model(finished_run / artifacts.AUTOENCODER)
+    z_autoencoder = autoencoder.predict(x_test, verbose=0)["latent"]
+    assert z_reloaded.shape == (50, read(finished_run, artifacts.CONFIG)["latent_dim"])
+    np.testing.assert_allclose(z_reloaded, z_autoencoder, atol=1e-5)
+    assert np.std(z_reloaded) > 1e-3  # not a constant output
+
+
+def test_evaluate_reproduces_metrics_json(finished_run, tmp_path, capsys):
+    copy = shutil.copytree(finished_run, tmp_path / "run")
+    before = read(copy, artifacts.METRICS)
+    assert evaluate_main([str(copy)]) == 0
+    after = read(copy, artifacts.METRICS)
+    assert_same_scores(after, before, tol=1e-6)
+    assert after["final_losses"] == before["final_losses"]
+    assert after["timings_s"]["train"] == before["timings_s"]["train"]
+    assert "clustering accuracy" in capsys.readouterr().out
+
+
+def test_evaluate_rejects_an_unfinished_folder(tmp_path, capsys):
+    (tmp_path / artifacts.CONFIG).write_text("{}")
+    assert evaluate_main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "is not a finished run: missing history.json, encoder.keras" in err
+
+
+def test_the_same_seed_gives_the_same_metrics_after_overwrite(finished_run, tmp_path, small_run):
+    """Retraining into a copy with overwrite=True reproduces the run."""
+    copy = shutil.copytree(finished_run, tmp_path / "run")
+    (copy / artifacts.METRICS).write_text("{}")  # must be replaced
+    run("digits", "softvq", out=copy, overwrite=True, **small_run)
+    first, second = read(finished_run, artifacts.METRICS), read(copy, artifacts.METRICS)
+    assert_same_scores(second, first, tol=1e-6 if keras.backend.backend() == "jax" else 0.02)
+    for key, value in first["final_losses"].items():
+        assert second["final_losses"][key] == pytest.approx(value, rel=1e-3), key
+
+
+class Crash(Exception):
+    pass
+
+
+class Interrupt(keras.callbacks.Callback):
+    """Stands for a crash right after the first epoch's checkpoint."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        raise Crash(f"after epoch {epoch + 1}")
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs.append(epoch)
+
+
+def test_an_interrupted_run_resumes_after_its_last_epoch(tmp_path, small_run):
+    out = tmp_path / "run"
+    with pytest.raises(Crash):
+        run("digits", "ae", out=out, callbacks=[Interrupt()], **small_run)
+    assert read(out / artifacts.CHECKPOINT, "training_metadata.json")["epoch"] == 1
+    assert len(read(out, artifacts.HISTORY)["epochs"]) == 1
+    assert not (out / artifacts.ENCODER).exists() and not (out / artifacts.METRICS).exists()
+
+    with pytest.raises(UsageError, match="unfinished run: add --resume"):
+        run("digits", "ae", out=out, **small_run)
+    with pytest.raises(UsageError, match=r"cannot resume .*batch_size"):
+        run("digits", "ae", out=out, resume=True, **{**small_run, "batch_size": 32})
+
+    recorder = EpochRecorder()
+    run("digits", "ae", out=out, resume=True, callbacks=[recorder], **small_run)
+    assert recorder.epochs == [1]  # only the second epoch ran
+    history = read(out, artifacts.HISTORY)["epochs"]
+    assert [e["epoch"] for e in history] == [1, 2]
+    # Restored weights: the second epoch goes on from the first one's loss level,
+    # well below where a fresh start would be.
+    assert history[1]["logs"]["loss"] < history[0]["logs"]["loss"]
+    assert read(out, artifacts.METRICS)["epochs_trained"] == 2
+    assert artifacts.missing_files(out) == []
+    assert not (out / artifacts.CHECKPOINT).exists()
+
+
+def test_a_nan_loss_stops_the_run_without_export(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = fit_main([
+        "digits", "ae", "--epochs", "2", "--learning-rate", "1e30", "--out", str(out),
+        "--verbose", "0", "--kmeans-init", "2", "--probe-epochs", "2",
+    ])
+    err = capsys.readouterr().err
+    assert code == 3
+    assert "training diverged: the loss became" in err and "nothing was exported" in err
+    exported = {artifacts.ENCODER, artifacts.AUTOENCODER, artifacts.CLASSIFIER,
+                artifacts.KMEANS, artifacts.METRICS, artifacts.SAVED_MODEL}
+    assert exported.isdisjoint(p.name for p in out.iterdir())
+
+
+def test_training_diverged_is_raised_to_library_callers(tmp_path, small_run):
+    with pytest.raises(TrainingDiverged, match="the loss became"):
+        run("digits", "ae", out=tmp_path / "run", learning_rate=1e30, **small_run)

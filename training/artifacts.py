@@ -1,0 +1,126 @@
+"""The run folder (docs/ARTIFACTS.md): file names and atomic writers.
+
+Every writer puts the data in a temporary name inside the run folder and then
+`os.replace`s it onto the final name, so a file that exists is whole. Nothing
+here imports Keras: a model is saved through its own `save` / `export`.
+"""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+CONFIG = "config.json"
+HISTORY = "history.json"
+ENCODER = "encoder.keras"
+AUTOENCODER = "autoencoder.keras"
+CLASSIFIER = "classifier.keras"
+KMEANS = "kmeans.npz"
+METRICS = "metrics.json"
+SAVED_MODEL = "saved_model"
+CHECKPOINT = "checkpoint"  # BackupAndRestore's folder while a run is unfinished
+
+#: Files every finished run has (plus `saved_model/` under TensorFlow).
+FINISHED_RUN_FILES = (CONFIG, HISTORY, ENCODER, AUTOENCODER, CLASSIFIER, KMEANS, METRICS)
+
+#: Everything a run may write; `--overwrite` removes exactly these.
+RUN_ENTRIES = (*FINISHED_RUN_FILES, SAVED_MODEL, CHECKPOINT)
+
+
+def temporary_path(path):
+    """`dir/name.tmp.ext` next to `path` (keeps the suffix Keras insists on)."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.tmp{path.suffix}")
+
+
+def _to_builtin(value):
+    """Numpy scalars and arrays, tuples and Paths as plain JSON values."""
+    if isinstance(value, dict):
+        return {str(k): _to_builtin(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_builtin(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _to_builtin(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_json(path, data):
+    """Write `data` as indented JSON, atomically."""
+    path = Path(path)
+    tmp = temporary_path(path)
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(_to_builtin(data), f, indent=2, sort_keys=True, allow_nan=True)
+        f.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_json(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def write_npz(path, **arrays):
+    """`np.savez` to `path`, atomically (no pickled objects)."""
+    path = Path(path)
+    tmp = temporary_path(path)
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
+    return path
+
+
+def save_keras_model(model, path):
+    """`model.save` to `*.tmp.keras`, then rename onto `path`."""
+    path = Path(path)
+    tmp = temporary_path(path)
+    model.save(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def export_saved_model(model, path):
+    """`model.export` (TF SavedModel) to a temporary folder, then swap it in."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.tmp")
+    old = path.with_name(f"{path.name}.old")
+    for leftover in (tmp, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    model.export(str(tmp), verbose=False)
+    if path.exists():
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def remove_run_entries(run_dir):
+    """Delete what a previous run wrote (only the names a run writes)."""
+    run_dir = Path(run_dir)
+    for name in RUN_ENTRIES:
+        target = run_dir / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+    for leftover in run_dir.glob("*.tmp*"):
+        if leftover.is_dir():
+            shutil.rmtree(leftover)
+        else:
+            leftover.unlink()
+
+
+def missing_files(run_dir):
+    """Names of `FINISHED_RUN_FILES` absent from `run_dir`."""
+    return [name for name in FINISHED_RUN_FILES if not (Path(run_dir) / name).is_file()]
+
+
+def remove_checkpoint(run_dir):
+    """Delete `checkpoint/`: the run is finished (its metrics.json is written)."""
+    shutil.rmtree(Path(run_dir) / CHECKPOINT, ignore_errors=True)

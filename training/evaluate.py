@@ -1,0 +1,302 @@
+"""`python -m training.evaluate RUN_DIR`: recompute a run folder's metrics.json.
+
+`evaluate_run` is the one evaluation of a trained run, used both at the end of
+`python -m training.fit` and by this command. It reads only the artifacts
+(`encoder.keras`, `autoencoder.keras`, `classifier.keras`, `kmeans.npz`,
+`config.json`, `history.json`) and the dataset, and computes on the test split:
+
+- the paper's protocol: K-means (``config.evaluation.kmeans_init`` restarts,
+  the run's seed) fitted and scored on the test latents `z`
+  (`clustering_accuracy`, `nmi`);
+- the stored train-fitted centroids assigning the test latents, mapped to
+  labels with the stored Hungarian map, as the service does
+  (`clustering_accuracy_train_centroids`, `nmi_train_centroids`);
+- the stored softmax head on the test latents (`classification_accuracy`);
+- the same protocol on the raw scaled pixels (`raw`; its probe is trained here
+  with the run's seed and `config.evaluation.probe_epochs`);
+- codebook usage and perplexity of the autoencoder's `code_probs` on the test
+  split (vq, softvq);
+- `final_losses` (last epoch of history.json) and `timings_s`.
+
+Options: `--data-dir` where the dataset copy lives (default: the run's),
+`--backend` (default: the run's backend, so that the numbers match).
+Exit codes: 0, or 2 with a one-line message for a bad folder or missing data.
+"""
+
+import argparse
+import os
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from training import artifacts
+
+#: What `evaluate_run` needs in the run folder.
+REQUIRED_FILES = (
+    artifacts.CONFIG,
+    artifacts.HISTORY,
+    artifacts.ENCODER,
+    artifacts.AUTOENCODER,
+    artifacts.CLASSIFIER,
+    artifacts.KMEANS,
+)
+PREDICT_BATCH = 1024
+
+
+class PhaseTimer:
+    """Accumulates wall-clock seconds per named phase."""
+
+    def __init__(self, seconds=None):
+        self.seconds = dict(seconds or {})
+
+    @contextmanager
+    def phase(self, name):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + (
+                time.perf_counter() - start
+            )
+
+
+@contextmanager
+def single_threaded():
+    """Run scikit-learn's K-means on one OpenMP/BLAS thread.
+
+    Measured on the shared 2-core machine (load ~4): K-means x100 on 1,500
+    points took 12.4 s with the default 2 OpenMP threads (busy-waiting against
+    the other processes) and 0.35 s with one.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        yield
+
+
+def nearest_centroid(latents, centroids):
+    """Index of the closest centroid (squared Euclidean) for every row."""
+    latents = np.asarray(latents, dtype=np.float64)
+    centroids = np.asarray(centroids, dtype=np.float64)
+    distances = (
+        np.sum(latents**2, axis=1, keepdims=True)
+        - 2.0 * latents @ centroids.T
+        + np.sum(centroids**2, axis=1)
+    )
+    return np.argmin(distances, axis=1)
+
+
+def codebook_statistics(code_probs):
+    """Codebook usage and perplexity of `code_probs` (N, K), via `CodebookUsage`."""
+    from softvq_keras import CodebookUsage
+
+    metric = CodebookUsage(np.shape(code_probs)[-1])
+    metric.update_state(np.asarray(code_probs, dtype=np.float32))
+    return {k: float(np.asarray(v)) for k, v in metric.result().items()}
+
+
+def representation_scores(z_train, y_train, z_test, y_test, *, kmeans_init, probe_epochs, seed, timer):
+    """The paper's three numbers for a representation, its probe trained here.
+
+    Used for the raw-pixel row; a trained run's own latents use the stored
+    centroids and classifier instead (see `evaluate_run`).
+    """
+    from softvq_keras import evaluation
+
+    with timer.phase("raw"):
+        with single_threaded():
+            scores = evaluation.clustering_scores(z_test, y_test, n_init=kmeans_init, seed=seed)
+        _, scores["classification_accuracy"] = evaluation.linear_probe(
+            z_train, y_train, z_test, y_test, epochs=probe_epochs, seed=seed
+        )
+    return scores
+
+
+def _flat(images):
+    return images.reshape(len(images), -1)
+
+
+def final_losses(history):
+    """The last recorded epoch's logged terms (empty if no epoch ran)."""
+    epochs = history.get("epochs", [])
+    return dict(epochs[-1]["logs"]) if epochs else {}
+
+
+def evaluate_run(
+    run_dir, splits=None, *, data_dir=None, timer=None, train_seconds=None, started_at=None
+):
+    """Compute and write `run_dir/metrics.json`; return the metrics dict.
+
+    Args:
+        run_dir: a run folder with the files in `REQUIRED_FILES`.
+        splits: the dataset as `softvq_keras.data.Splits`; loaded from the
+            config's dataset (and `data_dir`, else the run's) when None.
+        data_dir: where to look for the dataset copy when `splits` is None.
+        timer: a `PhaseTimer` holding the caller's phases (`load`, `train`);
+            evaluation phases are added to it.
+        train_seconds: wall time of training; default: the previous
+            metrics.json's, else the sum of the epoch times in history.json.
+        started_at: `time.perf_counter()` at the start of the command, for
+            `timings_s.total` (default: the start of this call).
+    """
+    import keras
+
+    from softvq_keras import data as datasets
+    from softvq_keras import evaluation
+
+    started_at = time.perf_counter() if started_at is None else started_at
+    run_dir = Path(run_dir)
+    timer = timer or PhaseTimer()
+    config = artifacts.read_json(run_dir / artifacts.CONFIG)
+    history = artifacts.read_json(run_dir / artifacts.HISTORY)
+    protocol = config["evaluation"]
+    seed = int(config["seed"])
+    if splits is None:
+        with timer.phase("load"):
+            splits = datasets.load(config["dataset"], data_dir or config.get("data_dir"))
+
+    with timer.phase("encode"):
+        encoder = keras.saving.load_model(run_dir / artifacts.ENCODER)
+        z_test = encoder.predict(splits.x_test, batch_size=PREDICT_BATCH, verbose=0)
+    with timer.phase("kmeans"), single_threaded():
+        paper = evaluation.clustering_scores(
+            z_test, splits.y_test, n_init=protocol["kmeans_init"], seed=seed
+        )
+        with np.load(run_dir / artifacts.KMEANS, allow_pickle=False) as stored:
+            clusters = nearest_centroid(z_test, stored["centroids"])
+            predicted = stored["cluster_to_label"][clusters]
+    with timer.phase("probe"):
+        classifier = keras.saving.load_model(run_dir / artifacts.CLASSIFIER)
+        probs = classifier.predict(z_test, batch_size=PREDICT_BATCH, verbose=0)
+    metrics = {
+        "clustering_accuracy": paper["clustering_accuracy"],
+        "nmi": paper["nmi"],
+        "clustering_accuracy_train_centroids": float(np.mean(predicted == splits.y_test)),
+        "nmi_train_centroids": evaluation.nmi(splits.y_test, clusters),
+        "classification_accuracy": float(
+            np.mean(np.argmax(probs, axis=-1) == splits.y_test)
+        ),
+    }
+    metrics["raw"] = representation_scores(
+        _flat(splits.x_train), splits.y_train, _flat(splits.x_test), splits.y_test,
+        kmeans_init=protocol["kmeans_init"], probe_epochs=protocol["probe_epochs"],
+        seed=seed, timer=timer,
+    )
+    with timer.phase("encode"):
+        import softvq_keras  # noqa: F401  registers the custom layers
+
+        autoencoder = keras.saving.load_model(run_dir / artifacts.AUTOENCODER)
+        if "code_probs" in autoencoder.output:
+            outputs = autoencoder.predict(splits.x_test, batch_size=PREDICT_BATCH, verbose=0)
+            metrics.update(codebook_statistics(outputs["code_probs"]))
+    metrics["final_losses"] = final_losses(history)
+
+    seconds_per_epoch = [e["seconds"] for e in history.get("epochs", [])]
+    if train_seconds is None:
+        previous = run_dir / artifacts.METRICS
+        if previous.is_file():
+            train_seconds = artifacts.read_json(previous).get("timings_s", {}).get("train")
+        if train_seconds is None:
+            train_seconds = float(sum(seconds_per_epoch))
+    timings = {"train": train_seconds, **timer.seconds}
+    timings["total"] = time.perf_counter() - started_at
+    timings["seconds_per_epoch"] = seconds_per_epoch
+    metrics["timings_s"] = timings
+    metrics["epochs_trained"] = len(seconds_per_epoch)
+    artifacts.write_json(run_dir / artifacts.METRICS, metrics)
+    return metrics
+
+
+def format_summary(metrics):
+    """A few human-readable lines of the headline numbers."""
+    raw = metrics["raw"]
+    lines = [
+        f"clustering accuracy {metrics['clustering_accuracy']:.4f}  "
+        f"NMI {metrics['nmi']:.4f}  classification {metrics['classification_accuracy']:.4f}",
+        f"  train-fitted centroids on test: accuracy "
+        f"{metrics['clustering_accuracy_train_centroids']:.4f}  "
+        f"NMI {metrics['nmi_train_centroids']:.4f}",
+        f"  raw pixels: clustering {raw['clustering_accuracy']:.4f}  NMI {raw['nmi']:.4f}  "
+        f"classification {raw['classification_accuracy']:.4f}",
+    ]
+    if "codebook_usage" in metrics:
+        lines.append(
+            f"  codebook usage {metrics['codebook_usage']:.3f}  "
+            f"perplexity {metrics['perplexity']:.2f}"
+        )
+    timings = metrics["timings_s"]
+    per_epoch = timings.get("seconds_per_epoch") or [0.0]
+    lines.append(
+        f"  wall time {timings['total']:.1f} s (train {timings['train']:.1f} s, "
+        f"{len(timings.get('seconds_per_epoch', []))} epochs, "
+        f"{float(np.median(per_epoch)):.2f} s/epoch median)"
+    )
+    return "\n".join(lines)
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line on stderr and exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser():
+    parser = OneLineErrorParser(
+        prog="python -m training.evaluate",
+        description="Recompute RUN_DIR/metrics.json from the run's artifacts.",
+    )
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by training.fit")
+    parser.add_argument(
+        "--data-dir", default=None,
+        help="folder with the dataset's .npz copy (default: the run's data_dir)",
+    )
+    parser.add_argument(
+        "--backend", choices=("jax", "tensorflow", "torch"), default=None,
+        help="Keras backend (default: $KERAS_BACKEND, else the run's backend)",
+    )
+    return parser
+
+
+def main(argv=None):
+    """Entry point; returns the exit code."""
+    started_at = time.perf_counter()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        print(f"{parser.prog}: error: run folder {str(run_dir)!r} does not exist", file=sys.stderr)
+        return 2
+    missing = [name for name in REQUIRED_FILES if not (run_dir / name).is_file()]
+    if missing:
+        print(
+            f"{parser.prog}: error: {str(run_dir)!r} is not a finished run: missing "
+            f"{', '.join(missing)}", file=sys.stderr,
+        )
+        return 2
+    if args.data_dir is not None and not Path(args.data_dir).is_dir():
+        print(f"{parser.prog}: error: --data-dir {args.data_dir!r} is not a directory", file=sys.stderr)
+        return 2
+    backend = args.backend or os.environ.get("KERAS_BACKEND") or artifacts.read_json(
+        run_dir / artifacts.CONFIG
+    ).get("backend")
+    if backend:
+        os.environ["KERAS_BACKEND"] = backend
+
+    from softvq_keras.data import DataUnavailableError
+
+    try:
+        metrics = evaluate_run(run_dir, data_dir=args.data_dir, started_at=started_at)
+    except (DataUnavailableError, FileNotFoundError) as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 2
+    print(f"Wrote {run_dir / artifacts.METRICS}")
+    print(format_summary(metrics))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
