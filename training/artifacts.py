@@ -35,14 +35,14 @@ def temporary_path(path):
     return path.with_name(f"{path.stem}.tmp{path.suffix}")
 
 
-def _to_builtin(value):
+def to_builtin(value):
     """Numpy scalars and arrays, tuples and Paths as plain JSON values."""
     if isinstance(value, dict):
-        return {str(k): _to_builtin(v) for k, v in value.items()}
+        return {str(k): to_builtin(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_to_builtin(v) for v in value]
+        return [to_builtin(v) for v in value]
     if isinstance(value, np.ndarray):
-        return _to_builtin(value.tolist())
+        return to_builtin(value.tolist())
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, Path):
@@ -55,7 +55,7 @@ def write_json(path, data):
     path = Path(path)
     tmp = temporary_path(path)
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(_to_builtin(data), f, indent=2, sort_keys=True, allow_nan=True)
+        json.dump(to_builtin(data), f, indent=2, sort_keys=True, allow_nan=True)
         f.write("\n")
     os.replace(tmp, path)
     return path

@@ -38,7 +38,9 @@ Library use (e.g. to train every row of a table):
 """
 
 import argparse
+import importlib
 import importlib.util
+import json
 import math
 import os
 import platform
@@ -311,20 +313,41 @@ def _versions(backend):
 
     import softvq_keras
 
-    backend_module = {"jax": "jax", "tensorflow": "tensorflow", "torch": "torch"}[backend]
     return {
         "python": platform.python_version(),
         "keras": keras.__version__,
-        backend_module: __import__(backend_module).__version__,
+        backend: importlib.import_module(backend).__version__,
         "numpy": numpy.__version__,
         "softvq_keras": softvq_keras.__version__,
     }
 
 
-def _json_roundtrip(value):
-    import json
-
-    return json.loads(json.dumps(artifacts._to_builtin(value)))
+def _run_config(s, backend, info, hyper, splits, bottleneck):
+    """config.json (docs/ARTIFACTS.md) as plain JSON values."""
+    config = {
+        "dataset": s.dataset,
+        "model": s.model,
+        "backend": backend,
+        "image_shape": info.image_shape,
+        "input_shape": info.input_shape,
+        "pixel_max": info.pixel_max,
+        "offset": info.offset,
+        "architecture": info.architecture,
+        "num_classes": NUM_CLASSES,
+        "class_names": CLASS_NAMES.get(s.dataset, [str(i) for i in range(NUM_CLASSES)]),
+        "bottleneck": bottleneck.get_config(),
+        **hyper,
+        "steps": hyper["epochs"] * hyper["steps_per_epoch"],
+        "seed": s.seed,
+        "pixel_variance": splits.pixel_variance,
+        "num_train": len(splits.x_train),
+        "num_test": len(splits.x_test),
+        "evaluation": {"kmeans_init": s.kmeans_init, "probe_epochs": s.probe_epochs},
+        "data_dir": s.data_dir,
+        "data_source": splits.source,
+        "versions": _versions(backend),
+    }
+    return json.loads(json.dumps(artifacts.to_builtin(config)))
 
 
 def _check_resumable(run_dir, config):
@@ -391,10 +414,17 @@ def train_and_export(settings, callbacks=()):
 
     batch_size = s.batch_size or preset["batch_size"]
     steps_per_epoch = math.ceil(len(splits.x_train) / batch_size)
-    epochs = s.epochs or epochs_for_steps(s.steps or preset["steps"], len(splits.x_train), batch_size)
-    latent_dim = s.latent_dim or preset["latent_dim"]
-    learning_rate = s.learning_rate or preset["learning_rate"]
+    hyper = {
+        "epochs": s.epochs or epochs_for_steps(
+            s.steps or preset["steps"], len(splits.x_train), batch_size
+        ),
+        "steps_per_epoch": steps_per_epoch,
+        "batch_size": batch_size,
+        "learning_rate": s.learning_rate or preset["learning_rate"],
+        "latent_dim": s.latent_dim or preset["latent_dim"],
+    }
 
+    keras.backend.clear_session()  # a fresh state for every run in one process
     keras.utils.set_random_seed(s.seed)
     try:
         bottleneck = make_bottleneck(
@@ -402,33 +432,7 @@ def train_and_export(settings, callbacks=()):
         )
     except ValueError as e:
         raise UsageError(str(e)) from None
-    config = _json_roundtrip({
-        "dataset": s.dataset,
-        "model": s.model,
-        "backend": backend,
-        "image_shape": info.image_shape,
-        "input_shape": info.input_shape,
-        "pixel_max": info.pixel_max,
-        "offset": info.offset,
-        "architecture": info.architecture,
-        "latent_dim": latent_dim,
-        "num_classes": NUM_CLASSES,
-        "class_names": CLASS_NAMES.get(s.dataset, [str(i) for i in range(NUM_CLASSES)]),
-        "bottleneck": bottleneck.get_config(),
-        "epochs": epochs,
-        "steps": epochs * steps_per_epoch,
-        "steps_per_epoch": steps_per_epoch,
-        "batch_size": batch_size,
-        "learning_rate": learning_rate,
-        "seed": s.seed,
-        "pixel_variance": splits.pixel_variance,
-        "num_train": len(splits.x_train),
-        "num_test": len(splits.x_test),
-        "evaluation": {"kmeans_init": s.kmeans_init, "probe_epochs": s.probe_epochs},
-        "data_dir": s.data_dir,
-        "data_source": splits.source,
-        "versions": _versions(backend),
-    })
+    config = _run_config(s, backend, info, hyper, splits, bottleneck)
     resuming = s.resume and (run_dir / artifacts.CONFIG).is_file()
     if resuming:
         _check_resumable(run_dir, config)
@@ -436,20 +440,20 @@ def train_and_export(settings, callbacks=()):
         artifacts.remove_run_entries(run_dir)
 
     autoencoder, encoder = build_autoencoder(
-        bottleneck, info.input_shape, latent_dim, info.architecture,
+        bottleneck, info.input_shape, hyper["latent_dim"], info.architecture,
         pixel_variance=splits.pixel_variance,
     )
-    autoencoder.compile(optimizer=keras.optimizers.Adam(learning_rate))
+    autoencoder.compile(optimizer=keras.optimizers.Adam(hyper["learning_rate"]))
     run_dir.mkdir(parents=True, exist_ok=True)
     artifacts.write_json(run_dir / artifacts.CONFIG, config)
 
     epochs_done = _restored_epoch(run_dir) if resuming else 0
     if resuming:
-        print(f"Resuming {run_dir} after epoch {epochs_done} of {epochs}.")
+        print(f"Resuming {run_dir} after epoch {epochs_done} of {hyper['epochs']}.")
     with timer.phase("train"):
         autoencoder.fit(
             training_pipeline(splits.x_train, batch_size, s.seed),
-            epochs=epochs,
+            epochs=hyper["epochs"],
             callbacks=[*_callbacks(run_dir, epochs_done), *callbacks],
             verbose=s.verbose,
             shuffle=False,  # the pipeline shuffles, with the seed
@@ -551,7 +555,8 @@ def build_parser(presets=None):
     mode = io.add_mutually_exclusive_group()
     mode.add_argument(
         "--resume", action="store_true",
-        help="continue the unfinished run in the folder from its last finished epoch",
+        help="continue the unfinished run in the folder from its last finished epoch "
+        "(an empty or absent folder starts a fresh run)",
     )
     mode.add_argument(
         "--overwrite", action="store_true",
