@@ -240,17 +240,23 @@ def training_pipeline(x, batch_size, seed):
     )
 
 
-def _callbacks(run_dir, epochs_done):
+def _callbacks(run_dir, resuming):
     import keras
 
     class EpochLog(keras.callbacks.Callback):
-        """Writes history.json (seconds and logged terms per epoch) at each epoch end."""
+        """Writes history.json (seconds and logged terms per epoch) at each epoch end.
+
+        On a resumed run it starts from the previous records, cut at the epoch
+        Keras restarts from: history.json is written just before the
+        checkpoint, so it may hold one epoch more than the checkpoint.
+        """
 
         def __init__(self, path, records):
             super().__init__()
             self.path, self.records = path, list(records)
 
         def on_epoch_begin(self, epoch, logs=None):
+            self.records = [r for r in self.records if r["epoch"] <= epoch]
             self.started = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
@@ -286,23 +292,22 @@ def _callbacks(run_dir, epochs_done):
 
     history_path = run_dir / artifacts.HISTORY
     records = []
-    if epochs_done and history_path.is_file():
-        records = artifacts.read_json(history_path)["epochs"][:epochs_done]
+    if resuming and history_path.is_file():
+        records = artifacts.read_json(history_path)["epochs"]
     return [
-        EpochLog(history_path, records),  # before the checkpoint: see _restored_epoch
+        EpochLog(history_path, records),  # written before the checkpoint
+        # double_checkpoint: a process killed while writing the weights leaves the
+        # previous epoch's copy (*.bkp), which BackupAndRestore falls back to.
         keras.callbacks.BackupAndRestore(
-            str(run_dir / artifacts.CHECKPOINT), save_freq="epoch", delete_checkpoint=False
+            str(run_dir / artifacts.CHECKPOINT), save_freq="epoch",
+            double_checkpoint=True, delete_checkpoint=False,
         ),
         StopOnNaN(),
     ]
 
 
 def _restored_epoch(run_dir):
-    """Epochs finished according to the checkpoint (0 when there is none).
-
-    history.json is written just before the checkpoint at every epoch end, so
-    it may hold one epoch more than the checkpoint; it is cut to this count.
-    """
+    """Epochs finished according to the checkpoint (0 when there is none)."""
     path = run_dir / artifacts.CHECKPOINT / "training_metadata.json"
     return int(artifacts.read_json(path)["epoch"]) if path.is_file() else 0
 
@@ -447,14 +452,13 @@ def train_and_export(settings, callbacks=()):
     run_dir.mkdir(parents=True, exist_ok=True)
     artifacts.write_json(run_dir / artifacts.CONFIG, config)
 
-    epochs_done = _restored_epoch(run_dir) if resuming else 0
     if resuming:
-        print(f"Resuming {run_dir} after epoch {epochs_done} of {hyper['epochs']}.")
+        print(f"Resuming {run_dir} after epoch {_restored_epoch(run_dir)} of {hyper['epochs']}.")
     with timer.phase("train"):
         autoencoder.fit(
             training_pipeline(splits.x_train, batch_size, s.seed),
             epochs=hyper["epochs"],
-            callbacks=[*_callbacks(run_dir, epochs_done), *callbacks],
+            callbacks=[*_callbacks(run_dir, resuming), *callbacks],
             verbose=s.verbose,
             shuffle=False,  # the pipeline shuffles, with the seed
         )
