@@ -13,7 +13,8 @@
   (`clustering_accuracy_train_centroids`, `nmi_train_centroids`);
 - the stored softmax head on the test latents (`classification_accuracy`);
 - the same protocol on the raw scaled pixels (`raw`; its probe is trained here
-  with the run's seed and `config.evaluation.probe_epochs`);
+  with the run's seed and `config.evaluation.probe_epochs`; skipped when
+  `config.evaluation.raw_baseline` is false);
 - codebook usage and perplexity of the autoencoder's `code_probs` on the test
   split (vq, softvq);
 - `final_losses` (last epoch of history.json) and `timings_s`.
@@ -180,11 +181,12 @@ def evaluate_run(
             np.mean(np.argmax(probs, axis=-1) == splits.y_test)
         ),
     }
-    metrics["raw"] = representation_scores(
-        _flat(splits.x_train), splits.y_train, _flat(splits.x_test), splits.y_test,
-        kmeans_init=protocol["kmeans_init"], probe_epochs=protocol["probe_epochs"],
-        seed=seed, timer=timer,
-    )
+    if protocol.get("raw_baseline", True):
+        metrics["raw"] = representation_scores(
+            _flat(splits.x_train), splits.y_train, _flat(splits.x_test), splits.y_test,
+            kmeans_init=protocol["kmeans_init"], probe_epochs=protocol["probe_epochs"],
+            seed=seed, timer=timer,
+        )
     with timer.phase("encode"):
         import softvq_keras  # noqa: F401  registers the custom layers
 
@@ -212,16 +214,19 @@ def evaluate_run(
 
 def format_summary(metrics):
     """A few human-readable lines of the headline numbers."""
-    raw = metrics["raw"]
     lines = [
         f"clustering accuracy {metrics['clustering_accuracy']:.4f}  "
         f"NMI {metrics['nmi']:.4f}  classification {metrics['classification_accuracy']:.4f}",
         f"  train-fitted centroids on test: accuracy "
         f"{metrics['clustering_accuracy_train_centroids']:.4f}  "
         f"NMI {metrics['nmi_train_centroids']:.4f}",
-        f"  raw pixels: clustering {raw['clustering_accuracy']:.4f}  NMI {raw['nmi']:.4f}  "
-        f"classification {raw['classification_accuracy']:.4f}",
     ]
+    if "raw" in metrics:
+        raw = metrics["raw"]
+        lines.append(
+            f"  raw pixels: clustering {raw['clustering_accuracy']:.4f}  NMI {raw['nmi']:.4f}  "
+            f"classification {raw['classification_accuracy']:.4f}"
+        )
     if "codebook_usage" in metrics:
         lines.append(
             f"  codebook usage {metrics['codebook_usage']:.3f}  "

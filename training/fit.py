@@ -109,6 +109,7 @@ class FitSettings:
     overwrite: bool = False
     kmeans_init: int = 100
     probe_epochs: int = 20
+    raw_baseline: bool = True
     verbose: int = 1
 
     @property
@@ -347,7 +348,11 @@ def _run_config(s, backend, info, hyper, splits, bottleneck):
         "pixel_variance": splits.pixel_variance,
         "num_train": len(splits.x_train),
         "num_test": len(splits.x_test),
-        "evaluation": {"kmeans_init": s.kmeans_init, "probe_epochs": s.probe_epochs},
+        "evaluation": {
+            "kmeans_init": s.kmeans_init,
+            "probe_epochs": s.probe_epochs,
+            "raw_baseline": s.raw_baseline,
+        },
         "data_dir": s.data_dir,
         "data_source": splits.source,
         "versions": _versions(backend),
@@ -575,6 +580,11 @@ def build_parser(presets=None):
     ev.add_argument(
         "--probe-epochs", type=int, default=20,
         help="epochs of the softmax head on the latents (default: 20)",
+    )
+    ev.add_argument(
+        "--skip-raw", dest="raw_baseline", action="store_false",
+        help="skip the raw-pixel row (metrics.json then has no 'raw'; e.g. when a "
+        "script computes it once per dataset)",
     )
     ev.add_argument(
         "--verbose", type=int, choices=(0, 1, 2), default=1,

@@ -115,6 +115,16 @@ def test_help_lists_every_option_and_each_datasets_defaults(capsys):
         assert f"{p['softvq_codes']}/{p['vq_codes']}" in row
 
 
+def test_options_map_onto_the_settings():
+    args = fit.build_parser().parse_args(
+        ["mnist", "vq", "--codebook-size", "64", "--skip-raw", "--steps", "100", "--resume"]
+    )
+    settings = fit.FitSettings(**{k: v for k, v in vars(args).items()})
+    assert (settings.codebook_size, settings.steps, settings.resume) == (64, 100, True)
+    assert settings.raw_baseline is False and settings.epochs is None
+    assert settings.run_dir.as_posix() == "runs/mnist-vq"
+
+
 def test_epochs_for_steps_rounds_up_to_whole_epochs():
     # The paper: 40,000 updates of batch 64 on MNIST's 60,000 images = 43 epochs.
     assert fit.epochs_for_steps(40_000, 60_000, 64) == 43

@@ -206,6 +206,7 @@ class CrashAtTrainEnd(keras.callbacks.Callback):
 
 
 def test_a_run_interrupted_before_export_resumes_straight_to_export(tmp_path, small_run):
+    small_run = {**small_run, "raw_baseline": False}
     out = tmp_path / "run"
     with pytest.raises(Crash):
         run("digits", "vq", out=out, callbacks=[CrashAtTrainEnd()], **small_run)
@@ -216,7 +217,10 @@ def test_a_run_interrupted_before_export_resumes_straight_to_export(tmp_path, sm
     run("digits", "vq", out=out, resume=True, callbacks=[recorder], **small_run)
     assert recorder.epochs == []  # both epochs were done: no training, only export
     assert artifacts.missing_files(out) == []
-    assert read(out, artifacts.METRICS)["epochs_trained"] == 2
+    metrics = read(out, artifacts.METRICS)
+    assert metrics["epochs_trained"] == 2
+    assert "raw" not in metrics and "raw" not in metrics["timings_s"]  # raw_baseline=False
+    assert 0 < metrics["codebook_usage"] <= 1
 
 
 def test_a_nan_loss_stops_the_run_without_export(tmp_path, capsys):
