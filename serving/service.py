@@ -1,0 +1,207 @@
+"""BentoML service over one training run: `/encode`, `/cluster`, `/classify`.
+
+    SOFTVQ_RUN_DIR=runs/mnist-softvq bentoml serve serving.service:SoftVQService
+
+Routes (POST; see serving/README.md for curl examples):
+
+- `/encode`   `{"images": [...]}` -> `{"latents": [[...], ...]}`
+- `/cluster`  `{"images": [...]}` -> `{"clusters": [...], "labels": [...], "distances": [...]}`
+- `/classify` `{"images": [...]}` -> `{"labels": [...], "probabilities": [[...], ...]}`
+- `/encode_png`, `/cluster_png`, `/classify_png`: the same answers for one PNG
+  uploaded as the multipart field `image` (`curl -F image=@digit.png`).
+
+BentoML adds `/livez`, `/healthz`, `/readyz`, `/metrics` and the OpenAPI page
+at `/` (spec at `/docs.json`).
+
+Images are raw pixels as the dataset stores them (0-255, or 0-16 for
+`digits`), a batch of 1 to `SOFTVQ_MAX_BATCH` images (default 512), each
+shaped like one stored example (28x28), like the encoder input (784) or flat.
+Bad input gets 400 (unreadable request: malformed JSON, missing field, not a
+PNG), 413 (body over `SOFTVQ_MAX_BODY_BYTES`, default 16 MiB) or 422 (readable
+but invalid: shape, rank, empty, ragged, strings, NaN/Inf, range, batch size),
+always as `{"error": "<what was wrong; what was expected>"}`.
+
+Settings (environment): `SOFTVQ_RUN_DIR` (default `runs/mnist-softvq`),
+`SOFTVQ_MAX_BATCH`, `SOFTVQ_MAX_BODY_BYTES`, `KERAS_BACKEND` (default `jax`,
+the fastest here: serving/README.md has the measurements).
+
+This module imports neither Keras nor `training/`: `bentoml serve` imports it
+in its supervising process too, so Keras is loaded in `__init__` only.
+"""
+
+import logging
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import bentoml
+from pydantic import BaseModel, Field, WithJsonSchema
+from starlette.responses import JSONResponse, Response
+
+from serving.batching import MicroBatcher
+from serving.guard import RequestGuard, max_body_bytes
+from serving.runtime import RunModel, default_run_dir, read_config
+from serving.validation import ImageSpec, InvalidInput, image_from_png, images_from_json
+
+logger = logging.getLogger("bentoml.service.softvq")
+
+# The serving backend, chosen by measurement (serving/README.md); set before
+# Keras is first imported (in SoftVQService.__init__). An explicit setting wins.
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+#: Images per request (env `SOFTVQ_MAX_BATCH`).
+MAX_BATCH = int(os.environ.get("SOFTVQ_MAX_BATCH", "512"))
+#: Most images merged into one model call (env `SOFTVQ_MODEL_BATCH`; 1 turns
+#: request merging off). Larger requests still run whole, in 64-image chunks.
+MODEL_BATCH = int(os.environ.get("SOFTVQ_MODEL_BATCH", "256"))
+#: Concurrent requests one server accepts before answering 429.
+MAX_CONCURRENCY = 256
+
+Images = Annotated[
+    Any,
+    WithJsonSchema({
+        "type": "array",
+        "description": (
+            "A batch of 1 to SOFTVQ_MAX_BATCH images of raw pixel values (0-255, "
+            "0-16 for digits), each shaped like one dataset example (e.g. 28x28), "
+            "like the encoder input (784) or flat."
+        ),
+        "items": {"type": "array", "items": {}},
+        "example": [[0] * 784],
+    }),
+]
+#: One uploaded file; BentoML stores it in the request's temporary folder.
+PngFile = Annotated[Path, Field(description="One 8-bit PNG sized like a dataset image.")]
+
+
+class EncodeResponse(BaseModel):
+    latents: list[list[float]] = Field(description="Pre-quantization latent z per image.")
+
+
+class ClusterResponse(BaseModel):
+    clusters: list[int] = Field(description="Nearest stored K-means centroid per image.")
+    labels: list[int] = Field(description="The class matched to that cluster (Hungarian).")
+    distances: list[float] = Field(description="Euclidean distance to that centroid.")
+
+
+class ClassifyResponse(BaseModel):
+    labels: list[int] = Field(description="Most probable class per image.")
+    probabilities: list[list[float]] = Field(description="Softmax over the classes.")
+
+
+def error_response(error):
+    return JSONResponse({"error": error.message}, status_code=error.status)
+
+
+def json_response(payload):
+    return JSONResponse(payload)
+
+
+@bentoml.service(
+    name="softvq",
+    workers=int(os.environ.get("SOFTVQ_WORKERS", "1")),
+    traffic={"timeout": 30, "max_concurrency": MAX_CONCURRENCY},
+    logging={"access": {"enabled": os.environ.get("SOFTVQ_ACCESS_LOG", "0") == "1"}},
+    metrics={"enabled": os.environ.get("SOFTVQ_METRICS", "1") == "1"},
+)
+class SoftVQService:
+    """Encode, cluster and classify images with one exported training run."""
+
+    def __init__(self):
+        self.run_dir = default_run_dir()
+        self.model = RunModel(self.run_dir)
+        self.spec = ImageSpec.from_config(self.model.config, MAX_BATCH)
+        self.batcher = MicroBatcher(self.model.predict, max_batch=MODEL_BATCH)
+
+    @bentoml.on_shutdown
+    def close(self):
+        self.batcher.close()
+        sizes = ", ".join(f"{n}: {c}" for n, c in sorted(self.batcher.batch_sizes.items()))
+        logger.info("softvq model calls by images per call: {%s}", sizes)
+
+    async def _infer(self, x):
+        return await self.batcher(x)
+
+    async def _encode(self, x):
+        latents, _ = await self._infer(x)
+        return json_response({"latents": latents.tolist()})
+
+    async def _cluster(self, x):
+        latents, _ = await self._infer(x)
+        clusters, labels, distances = self.model.assign_clusters(latents)
+        return json_response({
+            "clusters": clusters.tolist(),
+            "labels": labels.tolist(),
+            "distances": distances.tolist(),
+        })
+
+    async def _classify(self, x):
+        _, probabilities = await self._infer(x)
+        return json_response({
+            "labels": probabilities.argmax(axis=1).tolist(),
+            "probabilities": probabilities.tolist(),
+        })
+
+    def _from_json(self, images):
+        return images_from_json(images, self.spec)
+
+    def _from_png(self, image):
+        data = image.read_bytes() if image is not None else b""
+        return image_from_png(data, self.spec)
+
+    @bentoml.api(route="/encode")
+    async def encode(self, images: Images = None) -> EncodeResponse:
+        """Latent vectors z (the encoder's output) for a batch of images."""
+        try:
+            x = self._from_json(images)
+        except InvalidInput as e:
+            return error_response(e)
+        return await self._encode(x)
+
+    @bentoml.api(route="/cluster")
+    async def cluster(self, images: Images = None) -> ClusterResponse:
+        """Nearest K-means cluster (fitted on the training latents) per image."""
+        try:
+            x = self._from_json(images)
+        except InvalidInput as e:
+            return error_response(e)
+        return await self._cluster(x)
+
+    @bentoml.api(route="/classify")
+    async def classify(self, images: Images = None) -> ClassifyResponse:
+        """Class label and probabilities from the softmax head on the latents."""
+        try:
+            x = self._from_json(images)
+        except InvalidInput as e:
+            return error_response(e)
+        return await self._classify(x)
+
+    @bentoml.api(route="/encode_png")
+    async def encode_png(self, image: PngFile = None) -> EncodeResponse:
+        """`/encode` for one PNG uploaded as the multipart field `image`."""
+        try:
+            x = self._from_png(image)
+        except InvalidInput as e:
+            return error_response(e)
+        return await self._encode(x)
+
+    @bentoml.api(route="/cluster_png")
+    async def cluster_png(self, image: PngFile = None) -> ClusterResponse:
+        """`/cluster` for one PNG uploaded as the multipart field `image`."""
+        try:
+            x = self._from_png(image)
+        except InvalidInput as e:
+            return error_response(e)
+        return await self._cluster(x)
+
+    @bentoml.api(route="/classify_png")
+    async def classify_png(self, image: PngFile = None) -> ClassifyResponse:
+        """`/classify` for one PNG uploaded as the multipart field `image`."""
+        try:
+            x = self._from_png(image)
+        except InvalidInput as e:
+            return error_response(e)
+        return await self._classify(x)
+
+
+SoftVQService.add_asgi_middleware(RequestGuard, max_bytes=max_body_bytes())
