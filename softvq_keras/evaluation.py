@@ -69,16 +69,21 @@ def fit_kmeans(latents, n_clusters=10, n_init=100, seed=0):
 
 def linear_probe(
     z_train, y_train, z_test=None, y_test=None, epochs=20, learning_rate=0.01,
-    batch_size=128, seed=0, num_classes=10, verbose=0,
+    batch_size=128, seed=0, num_classes=10, verbose=0, min_updates=2000,
 ):
     """Train a softmax `Dense(num_classes)` on `z_train`; return (model, test acc).
 
-    The accuracy is None when no test split is given.
+    Trains `epochs` epochs, or more if that is fewer than `min_updates` Adam
+    steps (20 epochs of MNIST are 9,380 steps, but 20 epochs of the 1,500
+    digits only 240, too few for the probe to converge). The accuracy is None
+    when no test split is given.
     """
     import keras
 
     keras.utils.set_random_seed(seed)
     z_train = np.asarray(z_train, dtype=np.float32)
+    steps_per_epoch = -(-len(z_train) // batch_size)
+    epochs = max(int(epochs), -(-int(min_updates) // steps_per_epoch))
     model = keras.Sequential(
         [
             keras.Input((z_train.shape[1],), name="latent"),
