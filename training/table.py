@@ -1,0 +1,280 @@
+"""`python -m training.table DATASET`: the paper's Table 1 / 2 rows, N seeds each.
+
+Trains every row (ae, vae, betavae, infodropout, vq, softvq) with the paper's
+settings through `training.fit.run`, N seeds each, adds the raw-pixel row, and
+writes `<out>/<dataset>.json` and `<out>/<dataset>.md` (mean ± std of clustering
+accuracy, NMI and classification accuracy, the paper's number beside each, wall
+time per row, backend and machine) plus pictures next to them:
+`<dataset>-reconstructions.png`, `<dataset>-latents.png`,
+`<dataset>-codebook.png` (soft VQ) and `<dataset>-metrics.png`.
+
+Each run lives in `<out>/runs/<dataset>-<model>-seed<k>/`. A finished run
+(it has `metrics.json`) is reused, an interrupted one (it has `checkpoint/`) is
+resumed, so an interrupted table picks up where it stopped. The raw-pixel row
+is computed once per seed and cached in `<out>/runs/<dataset>-raw-seed<k>.json`.
+
+    python -m training.table mnist --seeds 3 --data-dir ../shared/data
+"""
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from training import artifacts
+
+ROWS = ("ae", "vae", "betavae", "infodropout", "vq", "softvq")
+METRICS = ("clustering_accuracy", "nmi", "classification_accuracy")
+
+#: The paper's numbers (fractions; NMI is not published for SVHN / CIFAR-10).
+PAPER = {
+    "mnist": {
+        "raw": (0.5517, 0.5008, 0.9244),
+        "ae": (0.5261, 0.5301, 0.9191),
+        "vae": (0.5644, 0.5600, 0.8910),
+        "betavae": (0.7381, 0.5760, 0.9110),
+        "infodropout": (0.5852, 0.4979, 0.9111),
+        "vq": (0.5148, 0.3541, 0.8162),
+        "softvq": (0.7764, 0.7188, 0.9354),
+    },
+    "svhn": {
+        "ae": (0.1196, None, 0.2595),
+        "vae": (0.1358, None, 0.2642),
+        "betavae": (0.1454, None, 0.4962),
+        "infodropout": (0.1275, None, 0.2446),
+        "vq": (0.1296, None, 0.3157),
+        "softvq": (0.1768, None, 0.5048),
+    },
+    "cifar10": {
+        "ae": (0.2173, None, 0.4092),
+        "vae": (0.2412, None, 0.3883),
+        "betavae": (0.2280, None, 0.3691),
+        "infodropout": (0.2196, None, 0.3989),
+        "vq": (0.2030, None, 0.3351),
+        "softvq": (0.2383, None, 0.4454),
+    },
+}
+
+NOTES = {
+    "cifar10": (
+        "CIFAR-10 here is the ../shared/data copy, decoded from JPEG (quality 75, 4:2:0): "
+        "comparable to, not identical with, the original pixels."
+    ),
+}
+
+
+def run_folder(out, dataset, model, seed):
+    return Path(out) / "runs" / f"{dataset}-{model}-seed{seed}"
+
+
+def train_row(dataset, model, seed, args):
+    """Train (or reuse / resume) one run; return its metrics."""
+    from training.fit import run
+
+    folder = run_folder(args.out, dataset, model, seed)
+    if (folder / artifacts.METRICS).is_file() and not (folder / artifacts.CHECKPOINT).exists():
+        print(f"[table] reusing {folder}", flush=True)
+        return artifacts.read_json(folder / artifacts.METRICS)
+    resume = (folder / artifacts.CHECKPOINT).is_dir()
+    print(f"[table] {'resuming' if resume else 'training'} {folder}", flush=True)
+    options = dict(
+        seed=seed, out=str(folder), data_dir=args.data_dir, resume=resume,
+        overwrite=not resume, kmeans_init=args.kmeans_init,
+        probe_epochs=args.probe_epochs, raw_baseline=False, verbose=2,
+    )
+    if args.epochs:
+        options["epochs"] = args.epochs
+    run(dataset, model, **options)
+    return artifacts.read_json(folder / artifacts.METRICS)
+
+
+def raw_row(dataset, seed, splits, args):
+    """The raw-pixel scores for `seed`, computed once and cached."""
+    from training.evaluate import PhaseTimer, _flat, representation_scores
+
+    path = Path(args.out) / "runs" / f"{dataset}-raw-seed{seed}.json"
+    if path.is_file():
+        return artifacts.read_json(path)
+    timer = PhaseTimer()
+    scores = representation_scores(
+        _flat(splits.x_train), splits.y_train, _flat(splits.x_test), splits.y_test,
+        kmeans_init=args.kmeans_init, probe_epochs=args.probe_epochs, seed=seed, timer=timer,
+    )
+    scores["timings_s"] = {"total": timer.seconds["raw"]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    artifacts.write_json(path, scores)
+    return scores
+
+
+def summarize(dataset, per_row):
+    """Mean ± std per row and metric, the paper's value beside it."""
+    rows = []
+    for name, runs in per_row.items():
+        paper = PAPER.get(dataset, {}).get(name, (None, None, None))
+        row = {"name": name, "seeds": len(runs)}
+        for metric, paper_value in zip(METRICS, paper):
+            values = np.array([r[metric] for r in runs], dtype=np.float64)
+            row[metric] = {
+                "mean": float(values.mean()),
+                "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                "values": values.tolist(),
+                "paper": paper_value,
+            }
+        row["wall_time_s"] = float(np.mean([r["timings_s"]["total"] for r in runs]))
+        rows.append(row)
+    return rows
+
+
+def machine():
+    import keras
+
+    gpu = bool(os.environ.get("CUDA_VISIBLE_DEVICES")) or Path("/dev/nvidia0").exists()
+    return {
+        "backend": keras.backend.backend(),
+        "device": "GPU" if gpu else "CPU",
+        "cpu_cores": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "keras": keras.__version__,
+    }
+
+
+def _cell(entry, scale, digits):
+    text = f"{entry['mean'] * scale:.{digits}f}"
+    if entry.get("std"):
+        text += f" ± {entry['std'] * scale:.{digits}f}"
+    return text
+
+
+def _paper(entry, scale, digits):
+    return "–" if entry["paper"] is None else f"{entry['paper'] * scale:.{digits}f}"
+
+
+def markdown(dataset, rows, info, seeds, wall_time):
+    lines = [
+        f"## {dataset}: {seeds} seed{'s' if seeds > 1 else ''}, "
+        f"{info['backend']} on {info['device']} ({info['cpu_cores']} cores)",
+        "",
+    ]
+    if dataset in NOTES:
+        lines += [f"*{NOTES[dataset]}*", ""]
+    lines += [
+        "| model | clustering % | paper | NMI | paper | classification % | paper | wall time / run |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        c, n, a = (r[m] for m in METRICS)
+        lines.append(
+            f"| {r['name']} | {_cell(c, 100, 2)} | {_paper(c, 100, 2)} "
+            f"| {_cell(n, 1, 4)} | {_paper(n, 1, 4)} "
+            f"| {_cell(a, 100, 2)} | {_paper(a, 100, 2)} | {r['wall_time_s'] / 60:.1f} min |"
+        )
+    lines += ["", f"Whole table: {wall_time / 60:.1f} min of wall time "
+              f"(runs reused from earlier invocations count their own time)."]
+    return "\n".join(lines) + "\n"
+
+
+def pictures(dataset, models, seed, splits, args):
+    """The four PNGs, from seed `seed`'s runs."""
+    import keras
+
+    import softvq_keras  # noqa: F401  registers the custom layers
+    from softvq_keras import dataset_info
+    from training import plots
+
+    info = dataset_info(dataset)
+    out = Path(args.out)
+    first = splits.x_test[:10]
+    recon, latents, written = {}, {}, []
+    for model in models:
+        folder = run_folder(args.out, dataset, model, seed)
+        autoencoder = keras.saving.load_model(folder / artifacts.AUTOENCODER)
+        outputs = autoencoder.predict(splits.x_test, batch_size=2048, verbose=0)
+        recon[model] = outputs["reconstruction"][:10]
+        latents[model] = outputs["latent"]
+        if model == "softvq":
+            written.append(plots.codebook_usage(
+                outputs["code_probs"], out / f"{dataset}-codebook.png"))
+    written.append(plots.reconstructions(
+        first, recon, info.image_shape, out / f"{dataset}-reconstructions.png",
+        offset=info.offset))
+    latents = {"raw": splits.x_test.reshape(len(splits.x_test), -1), **latents}
+    written.append(plots.latent_maps(latents, splits.y_test, out / f"{dataset}-latents.png"))
+    return written
+
+
+def build_parser():
+    from training.fit import load_presets
+
+    datasets = sorted(load_presets().DATASETS)
+    p = argparse.ArgumentParser(
+        prog="python -m training.table",
+        description="Train every row of the paper's table for DATASET and write the results.",
+    )
+    p.add_argument("dataset", choices=datasets)
+    p.add_argument("--seeds", type=int, default=3, help="seeds per row (default 3)")
+    p.add_argument("--models", nargs="+", choices=ROWS, default=list(ROWS),
+                   help="rows to train (default: all)")
+    p.add_argument("--data-dir", help="folder with <dataset>.npz (default $SOFTVQ_DATA_DIR)")
+    p.add_argument("--out", default="results", help="results folder (default results/)")
+    p.add_argument("--epochs", type=int,
+                   help="override the paper's training length (for quick tables)")
+    p.add_argument("--kmeans-init", type=int, default=100)
+    p.add_argument("--probe-epochs", type=int, default=20)
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.seeds < 1:
+        print("python -m training.table: error: --seeds must be >= 1", file=sys.stderr)
+        return 2
+    if args.data_dir and not Path(args.data_dir).is_dir():
+        print(f"python -m training.table: error: --data-dir {args.data_dir!r} does not exist",
+              file=sys.stderr)
+        return 2
+    from training.fit import UsageError
+
+    started = time.perf_counter()
+    # Rows print in the paper's order, whatever order they are trained in.
+    per_row = {"raw": [], **{m: [] for m in ROWS if m in args.models}}
+    try:
+        for seed in range(args.seeds):
+            for model in args.models:
+                per_row[model].append(train_row(args.dataset, model, seed, args))
+    except UsageError as e:
+        print(f"python -m training.table: error: {e}", file=sys.stderr)
+        return 2
+    from softvq_keras import data as datasets
+
+    splits = datasets.load(args.dataset, args.data_dir)
+    per_row["raw"] = [raw_row(args.dataset, s, splits, args) for s in range(args.seeds)]
+    rows = summarize(args.dataset, per_row)
+    info = machine()
+    wall = time.perf_counter() - started
+    pngs = pictures(args.dataset, args.models, 0, splits, args)
+    rows_png = Path(args.out) / f"{args.dataset}-metrics.png"
+    from training import plots
+
+    pngs.append(plots.metric_bars(rows, rows_png))
+    result = {
+        "dataset": args.dataset, "seeds": args.seeds, "machine": info,
+        "rows": rows, "wall_time_s": wall, "pictures": [p.name for p in pngs],
+        "command": "python -m training.table " + " ".join(argv if argv is not None else sys.argv[1:]),
+    }
+    out = Path(args.out)
+    artifacts.write_json(out / f"{args.dataset}.json", result)
+    text = markdown(args.dataset, rows, info, args.seeds, wall)
+    tmp = out / f".{args.dataset}.md.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, out / f"{args.dataset}.md")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
