@@ -21,9 +21,12 @@ PNG), 413 (body over `SOFTVQ_MAX_BODY_BYTES`, default 16 MiB) or 422 (readable
 but invalid: shape, rank, empty, ragged, strings, NaN/Inf, range, batch size),
 always as `{"error": "<what was wrong; what was expected>"}`.
 
-Settings (environment): `SOFTVQ_RUN_DIR` (default `runs/mnist-softvq`),
-`SOFTVQ_MAX_BATCH`, `SOFTVQ_MAX_BODY_BYTES`, `KERAS_BACKEND` (default `jax`,
-the fastest here: serving/README.md has the measurements).
+Settings (environment, read at start-up): `SOFTVQ_RUN_DIR` (default
+`runs/mnist-softvq`), `SOFTVQ_MAX_BATCH` (512), `SOFTVQ_MAX_BODY_BYTES`
+(16 MiB), `SOFTVQ_MODEL_BATCH` (256 images merged per model call at most),
+`SOFTVQ_WORKERS` (1), `SOFTVQ_ACCESS_LOG` (0), `SOFTVQ_METRICS` (1) and
+`KERAS_BACKEND` (default `jax`, the fastest here: serving/README.md has the
+measurements).
 
 This module imports neither Keras nor `training/`: `bentoml serve` imports it
 in its supervising process too, so Keras is loaded in `__init__` only.
@@ -36,11 +39,11 @@ from typing import Annotated, Any
 
 import bentoml
 from pydantic import BaseModel, Field, WithJsonSchema
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse
 
 from serving.batching import MicroBatcher
 from serving.guard import RequestGuard, max_body_bytes
-from serving.runtime import RunModel, default_run_dir, read_config
+from serving.runtime import RunModel, default_run_dir
 from serving.validation import ImageSpec, InvalidInput, image_from_png, images_from_json
 
 logger = logging.getLogger("bentoml.service.softvq")
@@ -90,11 +93,8 @@ class ClassifyResponse(BaseModel):
 
 
 def error_response(error):
+    """The JSON answer to a refused request: `{"error": message}` and its status."""
     return JSONResponse({"error": error.message}, status_code=error.status)
-
-
-def json_response(payload):
-    return JSONResponse(payload)
 
 
 @bentoml.service(
@@ -119,29 +119,6 @@ class SoftVQService:
         sizes = ", ".join(f"{n}: {c}" for n, c in sorted(self.batcher.batch_sizes.items()))
         logger.info("softvq model calls by images per call: {%s}", sizes)
 
-    async def _infer(self, x):
-        return await self.batcher(x)
-
-    async def _encode(self, x):
-        latents, _ = await self._infer(x)
-        return json_response({"latents": latents.tolist()})
-
-    async def _cluster(self, x):
-        latents, _ = await self._infer(x)
-        clusters, labels, distances = self.model.assign_clusters(latents)
-        return json_response({
-            "clusters": clusters.tolist(),
-            "labels": labels.tolist(),
-            "distances": distances.tolist(),
-        })
-
-    async def _classify(self, x):
-        _, probabilities = await self._infer(x)
-        return json_response({
-            "labels": probabilities.argmax(axis=1).tolist(),
-            "probabilities": probabilities.tolist(),
-        })
-
     def _from_json(self, images):
         return images_from_json(images, self.spec)
 
@@ -149,59 +126,63 @@ class SoftVQService:
         data = image.read_bytes() if image is not None else b""
         return image_from_png(data, self.spec)
 
+    @staticmethod
+    def _latents(latents, probabilities):
+        return {"latents": latents.tolist()}
+
+    def _clusters(self, latents, probabilities):
+        clusters, labels, distances = self.model.assign_clusters(latents)
+        return {
+            "clusters": clusters.tolist(),
+            "labels": labels.tolist(),
+            "distances": distances.tolist(),
+        }
+
+    @staticmethod
+    def _classes(latents, probabilities):
+        return {
+            "labels": probabilities.argmax(axis=1).tolist(),
+            "probabilities": probabilities.tolist(),
+        }
+
+    async def _serve(self, check, value, answer):
+        """Check `value` (4xx answer if bad), run the model, format with `answer`."""
+        try:
+            x = check(value)
+        except InvalidInput as e:
+            return error_response(e)
+        latents, probabilities = await self.batcher(x)
+        return JSONResponse(answer(latents, probabilities))
+
     @bentoml.api(route="/encode")
     async def encode(self, images: Images = None) -> EncodeResponse:
         """Latent vectors z (the encoder's output) for a batch of images."""
-        try:
-            x = self._from_json(images)
-        except InvalidInput as e:
-            return error_response(e)
-        return await self._encode(x)
+        return await self._serve(self._from_json, images, self._latents)
 
     @bentoml.api(route="/cluster")
     async def cluster(self, images: Images = None) -> ClusterResponse:
         """Nearest K-means cluster (fitted on the training latents) per image."""
-        try:
-            x = self._from_json(images)
-        except InvalidInput as e:
-            return error_response(e)
-        return await self._cluster(x)
+        return await self._serve(self._from_json, images, self._clusters)
 
     @bentoml.api(route="/classify")
     async def classify(self, images: Images = None) -> ClassifyResponse:
         """Class label and probabilities from the softmax head on the latents."""
-        try:
-            x = self._from_json(images)
-        except InvalidInput as e:
-            return error_response(e)
-        return await self._classify(x)
+        return await self._serve(self._from_json, images, self._classes)
 
     @bentoml.api(route="/encode_png")
     async def encode_png(self, image: PngFile = None) -> EncodeResponse:
         """`/encode` for one PNG uploaded as the multipart field `image`."""
-        try:
-            x = self._from_png(image)
-        except InvalidInput as e:
-            return error_response(e)
-        return await self._encode(x)
+        return await self._serve(self._from_png, image, self._latents)
 
     @bentoml.api(route="/cluster_png")
     async def cluster_png(self, image: PngFile = None) -> ClusterResponse:
         """`/cluster` for one PNG uploaded as the multipart field `image`."""
-        try:
-            x = self._from_png(image)
-        except InvalidInput as e:
-            return error_response(e)
-        return await self._cluster(x)
+        return await self._serve(self._from_png, image, self._clusters)
 
     @bentoml.api(route="/classify_png")
     async def classify_png(self, image: PngFile = None) -> ClassifyResponse:
         """`/classify` for one PNG uploaded as the multipart field `image`."""
-        try:
-            x = self._from_png(image)
-        except InvalidInput as e:
-            return error_response(e)
-        return await self._classify(x)
+        return await self._serve(self._from_png, image, self._classes)
 
 
 SoftVQService.add_asgi_middleware(RequestGuard, max_bytes=max_body_bytes())

@@ -30,7 +30,8 @@ def digits_run(tmp_path_factory):
            "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.run(
         [sys.executable, "-m", "training.fit", "digits", "softvq", "--epochs", "1",
-         "--kmeans-init", "2", "--probe-epochs", "5", "--verbose", "0", "--out", str(out)],
+         "--kmeans-init", "2", "--probe-epochs", "5", "--skip-raw", "--verbose", "0",
+         "--out", str(out)],
         cwd=str(REPO_ROOT), env=env, capture_output=True, text=True, timeout=600,
     )
     if proc.returncode != 0:
