@@ -192,6 +192,29 @@ async def load(url, image, expected, clients, requests_per_client, images_per_re
     }
 
 
+def server_cpu_seconds(server):
+    """CPU seconds used so far by the server's processes (supervisor and workers)."""
+    import psutil
+
+    root = psutil.Process(server.process.pid)
+    total = 0.0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def measured(server, coroutine):
+    """Run one load phase; add the server's CPU milliseconds per request to its figures."""
+    before = server_cpu_seconds(server)
+    result = asyncio.run(coroutine)
+    result["server_cpu_ms"] = (server_cpu_seconds(server) - before) / max(result["requests"], 1) * 1e3
+    return result
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", help="an MNIST-shaped run folder (default: build one)")
@@ -212,21 +235,26 @@ def main(argv=None):
             print(f"  {name:<28} {one:8.3f}  {many:9.3f}")
 
         with BentoServer(run_dir) as server:
-            seq = asyncio.run(load(server.url, image, expected, 1, args.requests, 1))
+            seq = measured(server, load(server.url, image, expected, 1, args.requests, 1))
             per_client = max(args.requests // args.clients, 10)
-            conc = asyncio.run(load(server.url, image, expected, args.clients, per_client, 1))
-            batched = asyncio.run(
-                load(server.url, image, expected, args.clients, max(per_client // 4, 5), 32))
+            conc = measured(server, load(server.url, image, expected, args.clients, per_client, 1))
+            batched = measured(server, load(
+                server.url, image, expected, args.clients, max(per_client // 4, 5), 32))
+        calls = [line for line in server.final_log.splitlines() if "model calls by" in line]
 
         predict_ms = rows["encoder.predict(x)"][0]
-        print("\nHTTP /encode                     images/s   p50 ms   p99 ms  errors")
+        print("\nHTTP /encode                     images/s   p50 ms   p99 ms  errors  "
+              "server CPU ms/request")
         for name, r in [
             ("sequential, 1 image/request", seq),
             (f"{args.clients} clients, 1 image/request", conc),
             (f"{args.clients} clients, 32 images/request", batched),
         ]:
             print(f"  {name:<30} {r['images_per_s']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} "
-                  f"{r['errors']:7d}  ({r['requests']} requests){'  ' + r['first_error'] if r['errors'] else ''}")
+                  f"{r['errors']:7d}  {r['server_cpu_ms']:6.2f}  ({r['requests']} requests)"
+                  f"{'  ' + r['first_error'] if r['errors'] else ''}")
+        if calls:
+            print("server " + calls[-1].split("] ", 2)[-1])
         print(
             f"\nsequential p50 {seq['p50_ms']:.2f} ms (target <= 3 ms: "
             f"{'met' if seq['p50_ms'] <= 3 else 'NOT met'}); "
