@@ -169,3 +169,23 @@ def test_run_model_matches_keras_and_rejects_mismatched_centroids(digits_run, re
              cluster_to_label=np.arange(10))
     with pytest.raises(RunFolderError, match=r"centroids are \(10, 3\), expected \(clusters, 16\)"):
         RunModel(copy)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["tensorflow", "torch"])
+def test_run_model_forward_pass_on_other_backends(digits_run, python_subprocess, backend):
+    """The tf.function and torch paths give what the loaded Keras models give."""
+    code = f"""
+import numpy as np
+from serving.runtime import RunModel
+model = RunModel({str(digits_run)!r}, max_chunk=8)
+x = np.random.default_rng(0).random((19, 64)).astype("float32")
+latents, probabilities = model.predict(x)
+expected = model.encoder.predict(x, verbose=0)
+assert latents.shape == (19, 16) and probabilities.shape == (19, 10)
+assert np.abs(latents - expected).max() < 1e-5, np.abs(latents - expected).max()
+assert np.abs(probabilities - model.classifier.predict(expected, verbose=0)).max() < 1e-5
+print("ok", __import__("keras").backend.backend())
+"""
+    proc = python_subprocess(code, backend=backend)
+    assert proc.stdout.split() == ["ok", backend]
