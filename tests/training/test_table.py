@@ -1,0 +1,72 @@
+"""`python -m training.table`: rows, statistics, reuse of finished runs, pictures."""
+
+import json
+
+import numpy as np
+import pytest
+
+from training import table
+
+
+def _args(out):
+    return ["digits", "--seeds", "1", "--models", "softvq", "ae", "--epochs", "1",
+            "--kmeans-init", "2", "--probe-epochs", "1", "--out", str(out)]
+
+
+@pytest.fixture(scope="module")
+def small_table(tmp_path_factory):
+    out = tmp_path_factory.mktemp("table")
+    assert table.main(_args(out)) == 0
+    return out
+
+
+def test_summarize_mean_std_and_paper_values():
+    runs = [
+        {"clustering_accuracy": a, "nmi": 0.5, "classification_accuracy": 0.9,
+         "timings_s": {"total": t}}
+        for a, t in ((0.70, 60.0), (0.80, 120.0))
+    ]
+    (row,) = table.summarize("mnist", {"softvq": runs})
+    assert row["clustering_accuracy"]["mean"] == pytest.approx(0.75)
+    assert row["clustering_accuracy"]["std"] == pytest.approx(np.std([0.7, 0.8], ddof=1))
+    assert row["nmi"]["std"] == 0.0
+    assert row["clustering_accuracy"]["paper"] == pytest.approx(0.7764)
+    assert row["nmi"]["paper"] == pytest.approx(0.7188)
+    assert row["wall_time_s"] == pytest.approx(90.0)
+
+
+def test_table_writes_rows_in_paper_order_with_pictures(small_table):
+    result = json.loads((small_table / "digits.json").read_text())
+    assert [r["name"] for r in result["rows"]] == ["raw", "ae", "softvq"]
+    for row in result["rows"]:
+        for metric in table.METRICS:
+            assert 0.0 <= row[metric]["mean"] <= 1.0
+            assert len(row[metric]["values"]) == 1
+    assert result["machine"]["cpu_cores"] >= 1
+    markdown = (small_table / "digits.md").read_text()
+    assert "| model | clustering % |" in markdown
+    assert sum(line.startswith("|") for line in markdown.splitlines()) == 5  # header, rule, 3 rows
+    for name in ("reconstructions", "latents", "codebook", "metrics"):
+        png = small_table / f"digits-{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert sorted(result["pictures"]) == sorted(
+        f"digits-{n}.png" for n in ("reconstructions", "latents", "codebook", "metrics"))
+
+
+def test_rerun_reuses_finished_runs(small_table, capsys):
+    before = json.loads((small_table / "digits.json").read_text())
+    assert table.main(_args(small_table)) == 0
+    out = capsys.readouterr().out
+    assert out.count("[table] reusing") == 2
+    assert "[table] training" not in out
+    after = json.loads((small_table / "digits.json").read_text())
+    means = lambda result: [r[m]["mean"] for r in result["rows"] for m in table.METRICS]  # noqa: E731
+    assert means(after) == means(before)
+
+
+def test_bad_arguments_exit_2(tmp_path, capsys):
+    assert table.main(["digits", "--seeds", "0", "--out", str(tmp_path)]) == 2
+    assert "--seeds must be >= 1" in capsys.readouterr().err
+    missing = tmp_path / "nope"
+    assert table.main(["mnist", "--data-dir", str(missing), "--out", str(tmp_path)]) == 2
+    assert "does not exist" in capsys.readouterr().err
