@@ -98,16 +98,20 @@ def test_kmeans_defaults_to_the_papers_protocol():
 
 
 def test_linear_probe_separates_separable_latents():
+    # min_updates=0: these 20 epochs (80 steps) suffice; the default floor of
+    # 2,000 updates would take minutes of per-epoch overhead on TensorFlow.
     # Class c sits at 3 * e_c (plus noise) in 16-D: linearly separable.
     rng = np.random.default_rng(1)
     y = rng.integers(0, 10, size=600)
     x = (3.0 * np.eye(16)[y] + rng.normal(scale=0.4, size=(600, 16))).astype("float32")
-    model, accuracy = linear_probe(x[:450], y[:450], x[450:], y[450:], epochs=20)
+    model, accuracy = linear_probe(
+        x[:450], y[:450], x[450:], y[450:], epochs=20, min_updates=0
+    )
     assert accuracy > 0.95
     assert [type(l).__name__ for l in model.layers] == ["Dense"]
     assert model.layers[0].units == 10
     assert model.layers[0].activation.__name__ == "softmax"
-    _, none = linear_probe(x[:100], y[:100], epochs=1)
+    _, none = linear_probe(x[:100], y[:100], epochs=1, min_updates=0)
     assert none is None
 
 
@@ -115,5 +119,18 @@ def test_linear_probe_is_at_chance_on_shuffled_labels():
     rng = np.random.default_rng(3)
     y = rng.integers(0, 10, size=600)
     x = (3.0 * np.eye(16)[y] + rng.normal(scale=0.4, size=(600, 16))).astype("float32")
-    _, accuracy = linear_probe(x[:450], rng.permutation(y[:450]), x[450:], y[450:], epochs=5)
+    _, accuracy = linear_probe(
+        x[:450], rng.permutation(y[:450]), x[450:], y[450:], epochs=5, min_updates=0
+    )
     assert accuracy < 0.3
+
+
+def test_linear_probe_trains_at_least_min_updates():
+    x = np.random.default_rng(4).normal(size=(300, 4)).astype("float32")
+    y = np.arange(300) % 10
+    # 300 samples at batch 128: 3 steps per epoch. 2 epochs = 6 steps < 20,
+    # so it trains ceil(20 / 3) = 7 epochs = 21 steps.
+    model, _ = linear_probe(x, y, epochs=2, min_updates=20)
+    assert int(model.optimizer.iterations) == 21
+    model, _ = linear_probe(x, y, epochs=2, min_updates=0)
+    assert int(model.optimizer.iterations) == 6
