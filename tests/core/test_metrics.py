@@ -98,8 +98,7 @@ def test_kmeans_defaults_to_the_papers_protocol():
 
 
 def test_linear_probe_separates_separable_latents():
-    # min_updates=0: these 20 epochs (80 steps) suffice; the default floor of
-    # 2,000 updates would take minutes of per-epoch overhead on TensorFlow.
+    # min_updates=0: these 20 epochs (80 steps) suffice.
     # Class c sits at 3 * e_c (plus noise) in 16-D: linearly separable.
     rng = np.random.default_rng(1)
     y = rng.integers(0, 10, size=600)
@@ -129,8 +128,9 @@ def test_linear_probe_trains_at_least_min_updates():
     x = np.random.default_rng(4).normal(size=(300, 4)).astype("float32")
     y = np.arange(300) % 10
     # 300 samples at batch 128: 3 steps per epoch. 2 epochs = 6 steps < 20,
-    # so it trains ceil(20 / 3) = 7 epochs = 21 steps.
+    # so the data is repeated ceil(20 / 6) = 4 times: 1,200 samples, 10 steps
+    # per epoch, 2 epochs = 20 steps.
     model, _ = linear_probe(x, y, epochs=2, min_updates=20)
-    assert int(model.optimizer.iterations) == 21
+    assert int(model.optimizer.iterations) == 20
     model, _ = linear_probe(x, y, epochs=2, min_updates=0)
     assert int(model.optimizer.iterations) == 6
