@@ -43,6 +43,44 @@ class Bottleneck(keras.layers.Layer):
             return tuple(input_shape[0]), tuple(input_shape[1])
         return tuple(input_shape), None
 
+    def compute_output_spec(self, inputs, training=None):
+        z, _ = self._split(inputs)
+        batch, dtype = tuple(z.shape[:1]), self.compute_dtype
+        spec = {"output": keras.KerasTensor(z.shape, dtype=dtype)}
+        for term in self.loss_terms:
+            spec[f"{term}_loss"] = keras.KerasTensor(batch, dtype=dtype)
+        if getattr(self, "num_codes", None):
+            spec["code_probs"] = keras.KerasTensor(batch + (self.num_codes,), dtype=dtype)
+        return spec
+
+    def _build_head(self, name, units, features_shape):
+        """A `Dense(units)` head on the encoder features, built now."""
+        self._require_features(features_shape)
+        head = keras.layers.Dense(units, name=name, dtype=self.dtype_policy)
+        head.build(features_shape)
+        return head
+
+    def _quantizer_outputs(self, z, quantized, code_probs):
+        """Losses and straight-through output shared by the quantizers.
+
+        `codebook = mean((quantized - sg(z))^2)` and
+        `commitment = mean((sg(quantized) - z)^2)` per sample; adds
+        `loss_weight * (codebook + commitment_cost * commitment)` (batch
+        means); the decoder gets `z + sg(quantized - z)`.
+        """
+        codebook = per_sample_mean(ops.square(quantized - ops.stop_gradient(z)))
+        commitment = per_sample_mean(ops.square(ops.stop_gradient(quantized) - z))
+        self.add_loss(
+            self.loss_weight
+            * (ops.mean(codebook) + self.commitment_cost * ops.mean(commitment))
+        )
+        return {
+            "output": z + ops.stop_gradient(quantized - z),
+            "codebook_loss": codebook,
+            "commitment_loss": commitment,
+            "code_probs": code_probs,
+        }
+
     def _require_features(self, features):
         if features is None:
             raise ValueError(

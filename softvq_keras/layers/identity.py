@@ -24,6 +24,3 @@ class IdentityBottleneck(Bottleneck):
         z, _ = self._split(inputs)
         return {"output": z}
 
-    def compute_output_spec(self, inputs, training=None):
-        z, _ = self._split(inputs)
-        return {"output": keras.KerasTensor(z.shape, dtype=self.compute_dtype)}

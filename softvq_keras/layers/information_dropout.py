@@ -52,11 +52,7 @@ class InformationDropout(Bottleneck):
 
     def build(self, input_shape):
         z_shape, features_shape = self._shapes(input_shape)
-        self._require_features(features_shape)
-        self.alpha_head = keras.layers.Dense(
-            z_shape[-1], name="alpha", dtype=self.dtype_policy
-        )
-        self.alpha_head.build(features_shape)
+        self.alpha_head = self._build_head("alpha", z_shape[-1], features_shape)
 
     def call(self, inputs, training=None):
         f, features = self._split(inputs)
@@ -71,12 +67,6 @@ class InformationDropout(Bottleneck):
             out = f
         return {"output": out, "kl_loss": kl}
 
-    def compute_output_spec(self, inputs, training=None):
-        z, _ = self._split(inputs)
-        return {
-            "output": keras.KerasTensor(z.shape, dtype=self.compute_dtype),
-            "kl_loss": keras.KerasTensor(z.shape[:1], dtype=self.compute_dtype),
-        }
 
     def get_config(self):
         return {

@@ -6,7 +6,6 @@ from keras import ops
 from softvq_keras.layers.base import (
     Bottleneck,
     make_codebook_initializer,
-    per_sample_mean,
     squared_distances,
 )
 
@@ -105,10 +104,9 @@ class SoftVectorQuantizer(Bottleneck):
             initializer=make_codebook_initializer(self.codebook_initializer, latent_dim),
             name="codebook",
         )
-        self.log_sigma_head = keras.layers.Dense(
-            self.num_codes, name="log_sigma", dtype=self.dtype_policy
+        self.log_sigma_head = self._build_head(
+            "log_sigma", self.num_codes, features_shape
         )
-        self.log_sigma_head.build(features_shape)
 
     def posterior(self, z, log_sigma):
         """Weights `p (batch, K)` and the soft output `zhat (batch, d)`."""
@@ -133,29 +131,7 @@ class SoftVectorQuantizer(Bottleneck):
                 ops.shape(z), seed=self.seed_generator
             )
         probs, zhat = self.posterior(noisy, log_sigma)
-        codebook = per_sample_mean(ops.square(zhat - ops.stop_gradient(z)))
-        commitment = per_sample_mean(ops.square(ops.stop_gradient(zhat) - z))
-        self.add_loss(
-            self.loss_weight
-            * (ops.mean(codebook) + self.commitment_cost * ops.mean(commitment))
-        )
-        return {
-            "output": z + ops.stop_gradient(zhat - z),
-            "codebook_loss": codebook,
-            "commitment_loss": commitment,
-            "code_probs": probs,
-        }
-
-    def compute_output_spec(self, inputs, training=None):
-        z, _ = self._split(inputs)
-        batch = z.shape[:1]
-        dtype = self.compute_dtype
-        return {
-            "output": keras.KerasTensor(z.shape, dtype=dtype),
-            "codebook_loss": keras.KerasTensor(batch, dtype=dtype),
-            "commitment_loss": keras.KerasTensor(batch, dtype=dtype),
-            "code_probs": keras.KerasTensor(batch + (self.num_codes,), dtype=dtype),
-        }
+        return self._quantizer_outputs(z, zhat, probs)
 
     def get_config(self):
         return {

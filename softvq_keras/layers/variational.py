@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from softvq_keras.layers.base import Bottleneck, per_sample_mean
+from softvq_keras.layers.base import Bottleneck
 
 
 @keras.saving.register_keras_serializable(package="softvq")
@@ -52,11 +52,7 @@ class VariationalBottleneck(Bottleneck):
 
     def build(self, input_shape):
         z_shape, features_shape = self._shapes(input_shape)
-        self._require_features(features_shape)
-        self.logvar_head = keras.layers.Dense(
-            z_shape[-1], name="logvar", dtype=self.dtype_policy
-        )
-        self.logvar_head.build(features_shape)
+        self.logvar_head = self._build_head("logvar", z_shape[-1], features_shape)
 
     def call(self, inputs, training=None):
         mu, features = self._split(inputs)
@@ -73,12 +69,6 @@ class VariationalBottleneck(Bottleneck):
             sample = mu
         return {"output": sample, "kl_loss": kl}
 
-    def compute_output_spec(self, inputs, training=None):
-        z, _ = self._split(inputs)
-        return {
-            "output": keras.KerasTensor(z.shape, dtype=self.compute_dtype),
-            "kl_loss": keras.KerasTensor(z.shape[:1], dtype=self.compute_dtype),
-        }
 
     def get_config(self):
         return {

@@ -6,7 +6,6 @@ from keras import ops
 from softvq_keras.layers.base import (
     Bottleneck,
     make_codebook_initializer,
-    per_sample_mean,
     squared_distances,
 )
 
@@ -78,29 +77,9 @@ class VectorQuantizer(Bottleneck):
     def call(self, inputs, training=None):
         z, _ = self._split(inputs)
         indices, zq = self.nearest_codes(z)
-        codebook = per_sample_mean(ops.square(zq - ops.stop_gradient(z)))
-        commitment = per_sample_mean(ops.square(ops.stop_gradient(zq) - z))
-        self.add_loss(
-            self.loss_weight
-            * (ops.mean(codebook) + self.commitment_cost * ops.mean(commitment))
+        return self._quantizer_outputs(
+            z, zq, ops.one_hot(indices, self.num_codes, dtype=z.dtype)
         )
-        return {
-            "output": z + ops.stop_gradient(zq - z),
-            "codebook_loss": codebook,
-            "commitment_loss": commitment,
-            "code_probs": ops.one_hot(indices, self.num_codes, dtype=z.dtype),
-        }
-
-    def compute_output_spec(self, inputs, training=None):
-        z, _ = self._split(inputs)
-        batch = z.shape[:1]
-        dtype = self.compute_dtype
-        return {
-            "output": keras.KerasTensor(z.shape, dtype=dtype),
-            "codebook_loss": keras.KerasTensor(batch, dtype=dtype),
-            "commitment_loss": keras.KerasTensor(batch, dtype=dtype),
-            "code_probs": keras.KerasTensor(batch + (self.num_codes,), dtype=dtype),
-        }
 
     def get_config(self):
         return {
