@@ -3,6 +3,7 @@ bundled digits, clear errors, and a fast offline failure with advice."""
 
 import json
 import socket
+import sys
 import time
 
 import numpy as np
@@ -183,3 +184,37 @@ def test_real_mnist_copy(shared_data_dir):
     # MNIST's well-known pixel statistics: mean 0.1307, std 0.3081.
     assert float(splits.x_train.mean()) == pytest.approx(0.1307, abs=5e-4)
     assert splits.pixel_variance == pytest.approx(0.3081**2, rel=2e-3)
+
+
+class FakeTfds:
+    """Stands in for tensorflow_datasets: nothing prepared, downloads fail."""
+
+    def __init__(self):
+        self.calls = []
+
+    def load(self, name, download, **kwargs):
+        self.calls.append((name, download))
+        raise RuntimeError(f"{name} not prepared" if not download else "HTTP 404")
+
+
+@pytest.mark.parametrize("reachable", [False, True])
+def test_tfds_fallback_without_network_or_with_failing_download(reachable, monkeypatch):
+    from softvq_keras import data
+
+    fake = FakeTfds()
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
+    monkeypatch.delenv("SOFTVQ_OFFLINE", raising=False)
+    monkeypatch.delenv("SOFTVQ_DATA_DIR", raising=False)
+    monkeypatch.setattr(data, "_reachable", lambda *a, **k: reachable)
+    with pytest.raises(data.DataUnavailableError) as info:
+        data.load("cifar10")
+    message = str(info.value)
+    assert "cifar10.npz" in message and "--data-dir" in message
+    if reachable:
+        # Not prepared locally, so it tried to download once, and says why it failed.
+        assert fake.calls == [("cifar10", False), ("cifar10", True)]
+        assert "the download failed (HTTP 404)" in message
+    else:
+        # Unreachable server: no download attempt (tfds would retry for minutes).
+        assert fake.calls == [("cifar10", False)]
+        assert "the download server is unreachable" in message
