@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from training import artifacts
+from training.fit import MODELS as ROWS  # the paper's row order
 
-ROWS = ("ae", "vae", "betavae", "infodropout", "vq", "softvq")
 METRICS = ("clustering_accuracy", "nmi", "classification_accuracy")
 
 #: The paper's numbers (fractions; NMI is not published for SVHN / CIFAR-10).
