@@ -61,6 +61,10 @@ from training.evaluate import (
 #: The command-line model names (the keys of `softvq_keras.BOTTLENECKS`).
 MODELS = ("ae", "vae", "betavae", "infodropout", "vq", "softvq")
 QUANTIZERS = ("vq", "softvq")
+#: `--codebook-init` choices (softvq_keras.callbacks.CODEBOOK_INITS; kept here Keras-free).
+CODEBOOK_INITS = ("random", "kmeans")
+#: Training inputs encoded by the codebook callbacks (K-means init, dead-code restarts).
+CODEBOOK_SAMPLE = 10_000
 #: Models whose KL weight `--beta` sets, and the preset key of its default.
 BETA_KEYS = {"vae": "vae_beta", "betavae": "betavae_beta", "infodropout": "infodropout_beta"}
 BACKENDS = ("jax", "tensorflow", "torch")
@@ -74,7 +78,12 @@ CLASS_NAMES = {
 }
 NUM_CLASSES = 10
 #: Settings a resumed run must share with the run it continues.
-RESUME_KEYS = ("dataset", "model", "backend", "batch_size", "learning_rate", "latent_dim", "seed", "bottleneck")
+RESUME_KEYS = (
+    "dataset", "model", "backend", "batch_size", "learning_rate", "latent_dim", "seed",
+    "bottleneck", "codebook_init", "dead_code_restarts",
+)
+#: Values of settings that run folders written before the setting existed lack.
+RESUME_DEFAULTS = {"codebook_init": "random", "dead_code_restarts": False}
 
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
@@ -101,6 +110,8 @@ class FitSettings:
     latent_dim: int | None = None
     codebook_size: int | None = None
     beta: float | None = None
+    codebook_init: str = "random"
+    dead_code_restarts: bool = False
     seed: int = 0
     data_dir: str | None = None
     out: str | None = None
@@ -172,6 +183,12 @@ def _check_settings(s, presets):
                  f"--beta applies to {', '.join(BETA_KEYS)} only, not {s.model}")
         _require(math.isfinite(s.beta) and s.beta >= 0,
                  f"--beta must be a non-negative number; got {s.beta}")
+    _require(s.codebook_init in CODEBOOK_INITS,
+             f"--codebook-init must be one of {', '.join(CODEBOOK_INITS)}; got {s.codebook_init!r}")
+    if s.codebook_init != "random" or s.dead_code_restarts:
+        flag = "--codebook-init" if s.codebook_init != "random" else "--dead-code-restarts"
+        _require(s.model in QUANTIZERS,
+                 f"{flag} applies to {' and '.join(QUANTIZERS)} only, not {s.model}")
     _require(isinstance(s.seed, int) and s.seed >= 0, f"--seed must be a non-negative integer; got {s.seed}")
     _require(s.backend is None or s.backend in BACKENDS,
              f"unknown backend {s.backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -307,6 +324,22 @@ def _callbacks(run_dir, resuming):
     ]
 
 
+def _codebook_callbacks(s, x_train):
+    """The optional codebook maintenance of vq / softvq (softvq_keras.callbacks)."""
+    import numpy as np
+
+    from softvq_keras.callbacks import CodebookKMeansInit, DeadCodeRestart
+
+    rng = np.random.default_rng(s.seed)
+    sample = x_train[np.sort(rng.permutation(len(x_train))[:CODEBOOK_SAMPLE])]
+    found = []
+    if s.codebook_init == "kmeans":
+        found.append(CodebookKMeansInit(sample, at_epoch=1, seed=s.seed))
+    if s.dead_code_restarts:
+        found.append(DeadCodeRestart(sample, seed=s.seed))
+    return found
+
+
 def _restored_epoch(run_dir):
     """Epochs finished according to the checkpoint (0 when there is none)."""
     path = run_dir / artifacts.CHECKPOINT / "training_metadata.json"
@@ -342,6 +375,8 @@ def _run_config(s, backend, info, hyper, splits, bottleneck):
         "num_classes": NUM_CLASSES,
         "class_names": CLASS_NAMES.get(s.dataset, [str(i) for i in range(NUM_CLASSES)]),
         "bottleneck": bottleneck.get_config(),
+        "codebook_init": s.codebook_init,
+        "dead_code_restarts": s.dead_code_restarts,
         **hyper,
         "steps": hyper["epochs"] * hyper["steps_per_epoch"],
         "seed": s.seed,
@@ -361,7 +396,7 @@ def _run_config(s, backend, info, hyper, splits, bottleneck):
 
 
 def _check_resumable(run_dir, config):
-    stored = artifacts.read_json(run_dir / artifacts.CONFIG)
+    stored = {**RESUME_DEFAULTS, **artifacts.read_json(run_dir / artifacts.CONFIG)}
     changed = [k for k in RESUME_KEYS if stored.get(k) != config.get(k)]
     _require(not changed,
              f"cannot resume {str(run_dir)!r}: {', '.join(changed)} differ from the stored "
@@ -463,7 +498,11 @@ def train_and_export(settings, callbacks=()):
         autoencoder.fit(
             training_pipeline(splits.x_train, batch_size, s.seed),
             epochs=hyper["epochs"],
-            callbacks=[*_callbacks(run_dir, resuming), *callbacks],
+            callbacks=[
+                *_callbacks(run_dir, resuming),
+                *_codebook_callbacks(s, splits.x_train),
+                *callbacks,
+            ],
             verbose=s.verbose,
             shuffle=False,  # the pipeline shuffles, with the seed
         )
@@ -547,6 +586,18 @@ def build_parser(presets=None):
     hp.add_argument(
         "--beta", type=float,
         help=f"KL weight of vae, betavae and infodropout {preset_default}",
+    )
+    hp.add_argument(
+        "--codebook-init", choices=CODEBOOK_INITS, default="random",
+        help="vq/softvq codebook: 'random' (the paper's initializer) or 'kmeans' "
+        "(re-initialized after epoch 1 to the K-means centroids of the latents of "
+        f"{CODEBOOK_SAMPLE:,} training inputs) (default: random)",
+    )
+    hp.add_argument(
+        "--dead-code-restarts", action="store_true",
+        help="vq/softvq: before every epoch, move codewords that no input of a "
+        f"{CODEBOOK_SAMPLE:,}-input training sample picks onto encoder outputs "
+        "(default: off, as in the paper)",
     )
     hp.add_argument("--seed", type=int, default=0, help="random seed of everything (default: 0)")
     io = parser.add_argument_group("data, output and backend")

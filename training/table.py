@@ -8,12 +8,17 @@ time per row, backend and machine) plus pictures next to them:
 `<dataset>-reconstructions.png`, `<dataset>-latents.png`,
 `<dataset>-codebook.png` (soft VQ) and `<dataset>-metrics.png`.
 
-Each run lives in `<out>/runs/<dataset>-<model>-seed<k>/`. A finished run
+`--extra NAME ...` adds rows beyond the paper's (`VARIANTS`: one paper model
+with one changed training option, e.g. `softvq+kmeans-init`), each trained for
+`--extra-seeds` seeds (default `--seeds`) and printed after the paper's rows.
+
+Each run lives in `<out>/runs/<dataset>-<row>-seed<k>/`. A finished run
 (it has `metrics.json`) is reused, an interrupted one (it has `checkpoint/`) is
 resumed, so an interrupted table picks up where it stopped. The raw-pixel row
 is computed once per seed and cached in `<out>/runs/<dataset>-raw-seed<k>.json`.
 
     python -m training.table mnist --seeds 3 --data-dir ../shared/data
+    python -m training.table mnist --seeds 3 --extra softvq+kmeans-init --extra-seeds 1
 """
 
 import argparse
@@ -67,15 +72,53 @@ NOTES = {
 }
 
 
+def _notebook_beta(dataset, pixel_variance):
+    """beta-VAE with the notebook's KL weight against an MSE *not* divided by the
+    pixel variance: our reconstruction term is MSE / var, so the same balance
+    needs beta / var (MNIST: 20 / 0.095 = 211)."""
+    from training.fit import load_presets
+
+    return {"beta": load_presets().preset(dataset)["betavae_beta"] / pixel_variance}
+
+
+#: Extra rows: name -> (paper model, `training.fit.run` options or a function
+#: (dataset, training pixel variance) -> options, what the row changes).
+VARIANTS = {
+    "softvq+kmeans-init": (
+        "softvq", {"codebook_init": "kmeans"},
+        "soft VQ, codebook re-initialized after epoch 1 to the K-means centroids "
+        "of 10,000 training latents",
+    ),
+    "softvq+restarts": (
+        "softvq", {"dead_code_restarts": True},
+        "soft VQ, codewords no input picks are moved onto encoder outputs before "
+        "every epoch",
+    ),
+    "vq+kmeans-init": (
+        "vq", {"codebook_init": "kmeans"},
+        "hard VQ, codebook re-initialized after epoch 1 by K-means of the latents",
+    ),
+    "vq+restarts": (
+        "vq", {"dead_code_restarts": True},
+        "hard VQ with dead-code restarts before every epoch",
+    ),
+    "betavae+raw-mse-beta": (
+        "betavae", _notebook_beta,
+        "beta-VAE whose beta is divided by the training-pixel variance, i.e. the "
+        "notebook's KL weight against an MSE not normalized by that variance",
+    ),
+}
+
+
 def run_folder(out, dataset, model, seed):
     return Path(out) / "runs" / f"{dataset}-{model}-seed{seed}"
 
 
-def train_row(dataset, model, seed, args):
-    """Train (or reuse / resume) one run; return its metrics."""
+def train_row(dataset, row, seed, args, pixel_variance=None):
+    """Train (or reuse / resume) the run of `row` (a model or a VARIANTS name); return its metrics."""
     from training.fit import run
 
-    folder = run_folder(args.out, dataset, model, seed)
+    folder = run_folder(args.out, dataset, row, seed)
     if (folder / artifacts.METRICS).is_file() and not (folder / artifacts.CHECKPOINT).exists():
         print(f"[table] reusing {folder}", flush=True)
         return artifacts.read_json(folder / artifacts.METRICS)
@@ -88,6 +131,10 @@ def train_row(dataset, model, seed, args):
     )
     if args.epochs:
         options["epochs"] = args.epochs
+    model = row
+    if row in VARIANTS:
+        model, extra, _ = VARIANTS[row]
+        options.update(extra(dataset, pixel_variance) if callable(extra) else extra)
     run(dataset, model, **options)
     return artifacts.read_json(folder / artifacts.METRICS)
 
@@ -173,6 +220,12 @@ def markdown(dataset, rows, info, seeds, wall_time):
             f"| {_cell(n, 1, 4)} | {_paper(n, 1, 4)} "
             f"| {_cell(a, 100, 2)} | {_paper(a, 100, 2)} | {r['wall_time_s'] / 60:.1f} min |"
         )
+    extra = [r for r in rows if r["name"] in VARIANTS]
+    if extra:
+        lines += ["", "Rows below the paper's are not in the paper (each changes one "
+                  "training option of a paper row):", ""]
+        lines += [f"- **{r['name']}** ({r['seeds']} seed{'s' if r['seeds'] > 1 else ''}): "
+                  f"{VARIANTS[r['name']][2]}." for r in extra]
     lines += ["", f"Whole table: {wall_time / 60:.1f} min of wall time "
               f"(runs reused from earlier invocations count their own time)."]
     return "\n".join(lines) + "\n"
@@ -219,6 +272,12 @@ def build_parser():
     p.add_argument("--seeds", type=int, default=3, help="seeds per row (default 3)")
     p.add_argument("--models", nargs="+", choices=ROWS, default=list(ROWS),
                    help="rows to train (default: all)")
+    p.add_argument("--extra", nargs="+", choices=list(VARIANTS), default=[],
+                   metavar="ROW",
+                   help="extra rows after the paper's: " + "; ".join(
+                       f"{name}: {text}" for name, (_, _, text) in VARIANTS.items()))
+    p.add_argument("--extra-seeds", type=int,
+                   help="seeds of the --extra rows (default: --seeds)")
     p.add_argument("--data-dir", help="folder with <dataset>.npz (default $SOFTVQ_DATA_DIR)")
     p.add_argument("--out", default="results", help="results folder (default results/)")
     p.add_argument("--epochs", type=int,
@@ -228,11 +287,23 @@ def build_parser():
     return p
 
 
+def _load_splits(args):
+    from softvq_keras import data as datasets
+
+    try:
+        return datasets.load(args.dataset, args.data_dir), None
+    except (datasets.DataUnavailableError, FileNotFoundError, ValueError) as e:
+        return None, str(e)
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.seeds < 1:
-        print("python -m training.table: error: --seeds must be >= 1", file=sys.stderr)
-        return 2
+    if args.extra_seeds is None:
+        args.extra_seeds = args.seeds
+    for flag, value in (("--seeds", args.seeds), ("--extra-seeds", args.extra_seeds)):
+        if value < 1:
+            print(f"python -m training.table: error: {flag} must be >= 1", file=sys.stderr)
+            return 2
     if args.data_dir and not Path(args.data_dir).is_dir():
         print(f"python -m training.table: error: --data-dir {args.data_dir!r} does not exist",
               file=sys.stderr)
@@ -241,17 +312,34 @@ def main(argv=None):
 
     started = time.perf_counter()
     # Rows print in the paper's order, whatever order they are trained in.
+    from training.fit import FitSettings, choose_backend, load_presets
+
+    # One backend for every row, chosen as training.fit would before Keras loads.
+    choose_backend(FitSettings(args.dataset, "ae"), load_presets())
     per_row = {"raw": [], **{m: [] for m in ROWS if m in args.models}}
+    per_row.update({name: [] for name in args.extra})
+    splits = None
+    if args.extra:
+        splits, error = _load_splits(args)
+        if error:
+            print(f"python -m training.table: error: {error}", file=sys.stderr)
+            return 2
+    plan = [(seed, model) for seed in range(args.seeds) for model in args.models]
+    plan += [(seed, name) for seed in range(args.extra_seeds) for name in args.extra]
     try:
-        for seed in range(args.seeds):
-            for model in args.models:
-                per_row[model].append(train_row(args.dataset, model, seed, args))
+        for seed, row in plan:
+            per_row[row].append(train_row(
+                args.dataset, row, seed, args,
+                pixel_variance=splits.pixel_variance if splits else None,
+            ))
     except UsageError as e:
         print(f"python -m training.table: error: {e}", file=sys.stderr)
         return 2
-    from softvq_keras import data as datasets
-
-    splits = datasets.load(args.dataset, args.data_dir)
+    if splits is None:
+        splits, error = _load_splits(args)
+        if error:
+            print(f"python -m training.table: error: {error}", file=sys.stderr)
+            return 2
     per_row["raw"] = [raw_row(args.dataset, s, splits, args) for s in range(args.seeds)]
     rows = summarize(args.dataset, per_row)
     info = machine()

@@ -261,3 +261,36 @@ def test_a_failed_write_keeps_the_previous_file_whole(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir() if ".tmp" not in p.name) == [
         artifacts.KMEANS, artifacts.METRICS,
     ]
+
+
+class CodebookAt(keras.callbacks.Callback):
+    """The codebook at the start of every epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.codebooks = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        layer = self.model.get_layer("bottleneck")
+        self.codebooks.append(keras.ops.convert_to_numpy(layer.codebook).copy())
+
+
+def test_codebook_options_reach_training_and_config(tmp_path, small_run, capsys):
+    # 3 epochs: K-means init before epoch 2, restart checks before epochs 2 and 3.
+    seen = CodebookAt()
+    out = run("digits", "vq", out=tmp_path / "run", codebook_init="kmeans",
+              dead_code_restarts=True, callbacks=[seen], **{**small_run, "epochs": 3})
+    config = read(out, artifacts.CONFIG)
+    assert config["codebook_init"] == "kmeans" and config["dead_code_restarts"] is True
+    printed = capsys.readouterr().out
+    assert "CodebookKMeansInit: codebook set to K-means (K=32) of 1500 latents before epoch 2" in printed
+    assert printed.count("DeadCodeRestart") <= 2
+    first, second, _ = seen.codebooks
+    # The uniform init lies in +-sqrt(3/d); K-means centroids of the latents do not.
+    limit = (3.0 / config["latent_dim"]) ** 0.5
+    assert np.abs(first).max() <= limit + 1e-6
+    assert np.abs(second - first).max() > 0.1
+    # The run folder is complete and resumes only with the same options.
+    assert artifacts.missing_files(out) == []
+    with pytest.raises(UsageError, match="nothing to resume"):
+        run("digits", "vq", out=out, resume=True, **small_run)

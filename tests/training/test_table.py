@@ -64,9 +64,35 @@ def test_rerun_reuses_finished_runs(small_table, capsys):
     assert means(after) == means(before)
 
 
+def test_extra_rows_follow_the_paper_rows_with_their_own_seeds(tmp_path, capsys):
+    args = ["digits", "--seeds", "2", "--models", "ae", "--epochs", "2",
+            "--kmeans-init", "2", "--probe-epochs", "1", "--out", str(tmp_path),
+            "--extra", "vq+kmeans-init", "betavae+raw-mse-beta", "--extra-seeds", "1"]
+    assert table.main(args) == 0
+    result = json.loads((tmp_path / "digits.json").read_text())
+    names = [r["name"] for r in result["rows"]]
+    assert names == ["raw", "ae", "vq+kmeans-init", "betavae+raw-mse-beta"]
+    assert [r["seeds"] for r in result["rows"]] == [2, 2, 1, 1]
+    runs = tmp_path / "runs"
+    vq = json.loads((runs / "digits-vq+kmeans-init-seed0" / "config.json").read_text())
+    assert vq["model"] == "vq" and vq["codebook_init"] == "kmeans"
+    beta = json.loads((runs / "digits-betavae+raw-mse-beta-seed0" / "config.json").read_text())
+    from training.fit import load_presets
+
+    preset_beta = load_presets().preset("digits")["betavae_beta"]
+    assert beta["bottleneck"]["beta"] == pytest.approx(preset_beta / beta["pixel_variance"])
+    assert not (runs / "digits-vq+kmeans-init-seed1").exists()
+    markdown = (tmp_path / "digits.md").read_text()
+    assert "- **vq+kmeans-init** (1 seed): hard VQ, codebook re-initialized" in markdown
+    assert "| vq+kmeans-init |" in markdown and "| – |" in markdown
+
+
 def test_bad_arguments_exit_2(tmp_path, capsys):
     assert table.main(["digits", "--seeds", "0", "--out", str(tmp_path)]) == 2
     assert "--seeds must be >= 1" in capsys.readouterr().err
+    assert table.main(["digits", "--extra-seeds", "0", "--extra", "vq+restarts",
+                       "--out", str(tmp_path)]) == 2
+    assert "--extra-seeds must be >= 1" in capsys.readouterr().err
     missing = tmp_path / "nope"
     assert table.main(["mnist", "--data-dir", str(missing), "--out", str(tmp_path)]) == 2
     assert "does not exist" in capsys.readouterr().err

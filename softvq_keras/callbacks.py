@@ -1,0 +1,166 @@
+"""Training-time codebook maintenance for the quantizers (vq, softvq).
+
+Both callbacks work between epochs, from `on_epoch_begin`: they encode a fixed
+sample of training inputs with the model being fitted, then assign new values
+to the quantizer's `codebook` weight. Changing a weight between epochs is what
+works on every backend: under JAX the trainer reads the variables back into its
+functional state at the first step of each epoch, whereas a value assigned in
+the middle of an epoch (or inside the train step) would be overwritten.
+
+- `CodebookKMeansInit`: once, after `at_epoch` epochs of training, set the
+  codebook to the K-means centroids of the encoder outputs `z` (the "codebook
+  initialization from k-means of early latents" of the issue tracker).
+- `DeadCodeRestart`: before every `every` epochs, move each codeword that no
+  input of the sample picks (argmax of `code_probs`, as the `codebook_usage`
+  metric counts) onto a randomly chosen encoder output, plus a little noise
+  (vector-quantize-pytorch's dead-code expiry, done per epoch).
+
+The model must be a `softvq_keras.Autoencoder` (outputs `"latent"` and
+`"code_probs"`) whose quantizer layer is named `"bottleneck"`.
+
+Example:
+
+    callbacks = [CodebookKMeansInit(x_train[:10000], at_epoch=1),
+                 DeadCodeRestart(x_train[:10000])]
+    autoencoder.fit(x_train, epochs=43, callbacks=callbacks)
+"""
+
+import numpy as np
+
+import keras
+
+#: how to re-initialize the codebook: the paper's random init, or K-means.
+CODEBOOK_INITS = ("random", "kmeans")
+
+
+def _quantizer(model, layer_name):
+    try:
+        layer = model.get_layer(layer_name)
+    except ValueError:
+        raise ValueError(f"The model has no layer named {layer_name!r}.") from None
+    if not hasattr(layer, "codebook"):
+        raise ValueError(
+            f"Layer {layer_name!r} ({type(layer).__name__}) has no codebook; codebook "
+            "callbacks apply to VectorQuantizer and SoftVectorQuantizer only."
+        )
+    return layer
+
+
+def _encode(model, x, batch_size):
+    outputs = model.predict(x, batch_size=batch_size, verbose=0)
+    return (
+        np.asarray(outputs["latent"], dtype=np.float32),
+        np.asarray(outputs["code_probs"], dtype=np.float32),
+    )
+
+
+class CodebookKMeansInit(keras.callbacks.Callback):
+    """Set the codebook to the K-means centroids of early encoder outputs.
+
+    Args:
+        x: training inputs to encode (a sample is enough: 10,000 on MNIST).
+        at_epoch: number of training epochs before the re-initialization
+            (>= 1: the encoder needs some training for its latents to mean
+            anything; a resumed run past this epoch keeps its codebook).
+        seed: seed of K-means.
+        batch_size: prediction batch size.
+        layer_name: name of the quantizer layer.
+
+    After it ran, `inertia` holds the K-means inertia and `epoch` the epoch.
+    """
+
+    def __init__(self, x, at_epoch=1, seed=0, batch_size=1024, layer_name="bottleneck"):
+        super().__init__()
+        if int(at_epoch) < 1:
+            raise ValueError(f"at_epoch must be >= 1; got {at_epoch}.")
+        self.x = x
+        self.at_epoch = int(at_epoch)
+        self.seed = int(seed)
+        self.batch_size = int(batch_size)
+        self.layer_name = layer_name
+        self.epoch = None
+        self.inertia = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch != self.at_epoch:
+            return
+        from sklearn.cluster import KMeans
+        from threadpoolctl import threadpool_limits
+
+        layer = _quantizer(self.model, self.layer_name)
+        num_codes = layer.codebook.shape[0]
+        z, _ = _encode(self.model, self.x, self.batch_size)
+        if len(z) < num_codes:
+            raise ValueError(
+                f"K-means codebook init needs at least {num_codes} inputs (one per "
+                f"codeword); got {len(z)}."
+            )
+        with threadpool_limits(1):  # many-threaded OpenMP is far slower on shared CPUs
+            kmeans = KMeans(num_codes, n_init=1, random_state=self.seed).fit(z)
+        layer.codebook.assign(kmeans.cluster_centers_.astype("float32"))
+        self.epoch, self.inertia = epoch, float(kmeans.inertia_)
+        print(
+            f"CodebookKMeansInit: codebook set to K-means (K={num_codes}) of "
+            f"{len(z)} latents before epoch {epoch + 1}.",
+            flush=True,
+        )
+
+
+class DeadCodeRestart(keras.callbacks.Callback):
+    """Move unused codewords onto encoder outputs between epochs.
+
+    Args:
+        x: training inputs to encode (a sample: 10,000 on MNIST).
+        every: restart every `every` epochs (from epoch `every` on).
+        min_picks: a codeword picked (argmax of `code_probs`) by fewer than
+            this many inputs of the sample is dead.
+        noise: standard deviation of the Gaussian noise added to the chosen
+            latents, relative to their per-dimension standard deviation, so
+            that two restarted codes never coincide.
+        seed: seed of the choice of latents and of the noise.
+        batch_size: prediction batch size.
+        layer_name: name of the quantizer layer.
+
+    `restarts` lists `(epoch, number of codewords restarted)` for every check.
+    """
+
+    def __init__(
+        self, x, every=1, min_picks=1, noise=0.01, seed=0, batch_size=1024,
+        layer_name="bottleneck",
+    ):
+        super().__init__()
+        if int(every) < 1:
+            raise ValueError(f"every must be >= 1; got {every}.")
+        if int(min_picks) < 1:
+            raise ValueError(f"min_picks must be >= 1; got {min_picks}.")
+        if noise < 0:
+            raise ValueError(f"noise must be >= 0; got {noise}.")
+        self.x = x
+        self.every = int(every)
+        self.min_picks = int(min_picks)
+        self.noise = float(noise)
+        self.rng = np.random.default_rng(seed)
+        self.batch_size = int(batch_size)
+        self.layer_name = layer_name
+        self.restarts = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 0 or epoch % self.every:
+            return
+        layer = _quantizer(self.model, self.layer_name)
+        codebook = np.array(keras.ops.convert_to_numpy(layer.codebook), dtype=np.float32)
+        z, probs = _encode(self.model, self.x, self.batch_size)
+        picks = np.bincount(probs.argmax(axis=-1), minlength=len(codebook))
+        dead = np.flatnonzero(picks < self.min_picks)
+        self.restarts.append((epoch, int(len(dead))))
+        if len(dead) == 0:
+            return
+        chosen = z[self.rng.choice(len(z), size=len(dead), replace=len(dead) > len(z))]
+        scale = self.noise * z.std(axis=0, keepdims=True)
+        codebook[dead] = chosen + scale * self.rng.standard_normal(chosen.shape)
+        layer.codebook.assign(codebook)
+        print(
+            f"DeadCodeRestart: {len(dead)} of {len(codebook)} codewords unused; "
+            f"moved onto encoder outputs before epoch {epoch + 1}.",
+            flush=True,
+        )
