@@ -60,6 +60,7 @@ def _softvq(p, dataset, seed):
         loss_weight=p["loss_weight"],
         weighting=p["weighting"],
         latent_noise_stddev=p.get("latent_noise_stddev", 0.0),
+        variance=p.get("variance", "per_input"),
         codebook_initializer=p["codebook_initializer"],
         seed=seed,
         name="bottleneck",
@@ -80,7 +81,8 @@ def bottleneck_settings(model, dataset, **overrides):
     """The preset of `dataset` with `overrides` applied (None values ignored).
 
     `codebook_size` sets the K of whichever quantizer `model` is; `beta` sets
-    the KL weight of `vae`, `betavae` or `infodropout`.
+    the KL weight of `vae`, `betavae` or `infodropout`; `latent_noise_stddev`
+    and `variance` are passed to `SoftVectorQuantizer`.
     """
     if model not in BOTTLENECKS:
         raise ValueError(
@@ -97,7 +99,7 @@ def bottleneck_settings(model, dataset, **overrides):
             model, "infodropout_beta"
         )
         p[key] = overrides.pop("beta")
-    unknown = set(overrides) - set(p) - {"latent_noise_stddev"}
+    unknown = set(overrides) - set(p) - {"latent_noise_stddev", "variance"}
     if unknown:
         raise ValueError(f"Unknown bottleneck settings: {sorted(unknown)}.")
     p.update(overrides)

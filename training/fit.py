@@ -63,6 +63,8 @@ MODELS = ("ae", "vae", "betavae", "infodropout", "vq", "softvq")
 QUANTIZERS = ("vq", "softvq")
 #: `--codebook-init` choices (softvq_keras.callbacks.CODEBOOK_INITS; kept here Keras-free).
 CODEBOOK_INITS = ("random", "kmeans")
+#: `--variance` choices (SoftVectorQuantizer's `variance`).
+VARIANCES = ("per_input", "per_code")
 #: Training inputs encoded by the codebook callbacks (K-means init, dead-code restarts).
 CODEBOOK_SAMPLE = 10_000
 #: Models whose KL weight `--beta` sets, and the preset key of its default.
@@ -84,6 +86,8 @@ RESUME_KEYS = (
 )
 #: Values of settings that run folders written before the setting existed lack.
 RESUME_DEFAULTS = {"codebook_init": "random", "dead_code_restarts": False}
+#: The same for the bottleneck's own settings (layer arguments added later).
+BOTTLENECK_DEFAULTS = {"variance": "per_input"}
 
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
@@ -110,6 +114,7 @@ class FitSettings:
     latent_dim: int | None = None
     codebook_size: int | None = None
     beta: float | None = None
+    variance: str | None = None
     codebook_init: str = "random"
     dead_code_restarts: bool = False
     seed: int = 0
@@ -183,6 +188,10 @@ def _check_settings(s, presets):
                  f"--beta applies to {', '.join(BETA_KEYS)} only, not {s.model}")
         _require(math.isfinite(s.beta) and s.beta >= 0,
                  f"--beta must be a non-negative number; got {s.beta}")
+    if s.variance is not None:
+        _require(s.model == "softvq", f"--variance applies to softvq only, not {s.model}")
+        _require(s.variance in VARIANCES,
+                 f"--variance must be one of {', '.join(VARIANCES)}; got {s.variance!r}")
     _require(s.codebook_init in CODEBOOK_INITS,
              f"--codebook-init must be one of {', '.join(CODEBOOK_INITS)}; got {s.codebook_init!r}")
     if s.codebook_init != "random" or s.dead_code_restarts:
@@ -397,6 +406,9 @@ def _run_config(s, backend, info, hyper, splits, bottleneck):
 
 def _check_resumable(run_dir, config):
     stored = {**RESUME_DEFAULTS, **artifacts.read_json(run_dir / artifacts.CONFIG)}
+    if isinstance(stored.get("bottleneck"), dict) and isinstance(config.get("bottleneck"), dict):
+        added = {k: v for k, v in BOTTLENECK_DEFAULTS.items() if k in config["bottleneck"]}
+        stored["bottleneck"] = {**added, **stored["bottleneck"]}
     changed = [k for k in RESUME_KEYS if stored.get(k) != config.get(k)]
     _require(not changed,
              f"cannot resume {str(run_dir)!r}: {', '.join(changed)} differ from the stored "
@@ -473,7 +485,8 @@ def train_and_export(settings, callbacks=()):
     keras.utils.set_random_seed(s.seed)
     try:
         bottleneck = make_bottleneck(
-            s.model, s.dataset, seed=s.seed, codebook_size=s.codebook_size, beta=s.beta
+            s.model, s.dataset, seed=s.seed, codebook_size=s.codebook_size, beta=s.beta,
+            variance=s.variance,
         )
     except ValueError as e:
         raise UsageError(str(e)) from None
@@ -586,6 +599,12 @@ def build_parser(presets=None):
     hp.add_argument(
         "--beta", type=float,
         help=f"KL weight of vae, betavae and infodropout {preset_default}",
+    )
+    hp.add_argument(
+        "--variance", choices=VARIANCES,
+        help="softvq codeword variances: 'per_input' (the paper's s head, one per "
+        "codeword and input) or 'per_code' (one free variance per codeword) "
+        "(default: per_input)",
     )
     hp.add_argument(
         "--codebook-init", choices=CODEBOOK_INITS, default="random",

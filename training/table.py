@@ -94,6 +94,10 @@ VARIANTS = {
         "soft VQ, codewords no input picks are moved onto encoder outputs before "
         "every epoch",
     ),
+    "softvq+per-code-variance": (
+        "softvq", {"variance": "per_code"},
+        "soft VQ with one free variance per codeword in place of the per-input s head",
+    ),
     "vq+kmeans-init": (
         "vq", {"codebook_init": "kmeans"},
         "hard VQ, codebook re-initialized after epoch 1 by K-means of the latents",

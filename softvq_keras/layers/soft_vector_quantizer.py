@@ -10,6 +10,7 @@ from softvq_keras.layers.base import (
 )
 
 WEIGHTINGS = ("mnist_code", "svhn_code", "gaussian")
+VARIANCES = ("per_input", "per_code")
 
 
 @keras.saving.register_keras_serializable(package="softvq")
@@ -18,7 +19,9 @@ class SoftVectorQuantizer(Bottleneck):
 
     A second head on the encoder's last hidden layer gives one log standard
     deviation per codeword and per input, `s = Dense(K)(features)`
-    (`sigma_k = exp(s_k)`, precision `lambda_k = exp(-2 s_k)`). With
+    (`sigma_k = exp(s_k)`, precision `lambda_k = exp(-2 s_k)`); with
+    `variance="per_code"` `s` is instead a free weight of shape `(K,)`, one
+    variance per codeword shared by all inputs (initialized to 0). With
     `D_k = ||z - e_k||^2`, the posterior weights are a softmax of logits:
 
     - `"mnist_code"` (default, the MNIST notebook):
@@ -46,6 +49,9 @@ class SoftVectorQuantizer(Bottleneck):
         codebook_initializer: `"uniform_unit_scaling"` (MNIST) or
             `"variance_scaling"` (SVHN).
         seed: integer seed of the noise `SeedGenerator`.
+        variance: `"per_input"` (the notebooks: the `s` head) or
+            `"per_code"` (a free log standard deviation per codeword; the
+            layer then ignores `features`, but still takes them).
 
     Inputs `[z, features]`, `z: (batch, d)`, `features: (batch, F)`. Returns
     `{"output": (batch, d), "codebook_loss": (batch,), "commitment_loss":
@@ -70,6 +76,7 @@ class SoftVectorQuantizer(Bottleneck):
         latent_noise_stddev=0.0,
         codebook_initializer="uniform_unit_scaling",
         seed=None,
+        variance="per_input",
         **kwargs,
     ):
         kwargs.setdefault("dtype", "float32")
@@ -84,6 +91,10 @@ class SoftVectorQuantizer(Bottleneck):
             raise ValueError(
                 f"latent_noise_stddev must be >= 0; got {latent_noise_stddev}."
             )
+        if variance not in VARIANCES:
+            raise ValueError(
+                f"Unknown variance {variance!r}; expected one of {VARIANCES}."
+            )
         make_codebook_initializer(codebook_initializer, 1)  # validates the name
         self.num_codes = int(num_codes)
         self.commitment_cost = float(commitment_cost)
@@ -92,8 +103,10 @@ class SoftVectorQuantizer(Bottleneck):
         self.latent_noise_stddev = float(latent_noise_stddev)
         self.codebook_initializer = codebook_initializer
         self.seed = seed
+        self.variance = variance
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.log_sigma_head = None
+        self.log_sigma = None
 
     def build(self, input_shape):
         z_shape, features_shape = self._shapes(input_shape)
@@ -104,9 +117,14 @@ class SoftVectorQuantizer(Bottleneck):
             initializer=make_codebook_initializer(self.codebook_initializer, latent_dim),
             name="codebook",
         )
-        self.log_sigma_head = self._build_head(
-            "log_sigma", self.num_codes, features_shape
-        )
+        if self.variance == "per_code":
+            self.log_sigma = self.add_weight(
+                shape=(self.num_codes,), initializer="zeros", name="log_sigma"
+            )
+        else:
+            self.log_sigma_head = self._build_head(
+                "log_sigma", self.num_codes, features_shape
+            )
 
     def posterior(self, z, log_sigma):
         """Weights `p (batch, K)` and the soft output `zhat (batch, d)`."""
@@ -124,7 +142,12 @@ class SoftVectorQuantizer(Bottleneck):
     def call(self, inputs, training=None):
         z, features = self._split(inputs)
         self._require_features(features)
-        log_sigma = self.log_sigma_head(features)
+        if self.variance == "per_code":
+            log_sigma = ops.broadcast_to(
+                self.log_sigma, (ops.shape(z)[0], self.num_codes)
+            )
+        else:
+            log_sigma = self.log_sigma_head(features)
         noisy = z
         if training and self.latent_noise_stddev > 0:
             noisy = z + self.latent_noise_stddev * keras.random.normal(
@@ -143,4 +166,5 @@ class SoftVectorQuantizer(Bottleneck):
             "latent_noise_stddev": self.latent_noise_stddev,
             "codebook_initializer": self.codebook_initializer,
             "seed": self.seed,
+            "variance": self.variance,
         }

@@ -12,7 +12,7 @@ from softvq_keras import build_autoencoder, make_bottleneck
 
 from .conftest import to_numpy
 
-NAMES = ("ae", "vae", "betavae", "infodropout", "vq", "softvq")
+NAMES = ("ae", "vae", "betavae", "infodropout", "vq", "softvq", "softvq-per-code")
 OTHER_BACKENDS = [b for b in ("tensorflow", "jax", "torch") if b != keras.backend.backend()]
 
 
@@ -24,6 +24,8 @@ def trained_like(name):
     """
     # Soft VQ with its optional latent noise: still deterministic at inference.
     extra = {"latent_noise_stddev": 0.01} if name == "softvq" else {}
+    if name == "softvq-per-code":  # the free per-codeword variances
+        name, extra = "softvq", {"variance": "per_code"}
     bottleneck = make_bottleneck(name, "digits", seed=0, **extra)
     model, _ = build_autoencoder(bottleneck, (64,), 8, "mlp", pixel_variance=0.123)
     rng = np.random.default_rng(1)

@@ -156,3 +156,46 @@ def test_log_sigma_prior_term_shifts_weight_to_broad_codewords():
     # D = 1 for both: w0 = exp(-0.5), w1 = 1.5 exp(-0.5 / 2.25).
     w = np.array([math.exp(-0.5), 1.5 * math.exp(-0.5 / 2.25)])
     np.testing.assert_allclose(probs[0], w / w.sum(), rtol=1e-5)
+
+
+# --- variance="per_code": one free log standard deviation per codeword ----------
+
+PER_CODE_LOG_SIGMA = np.array([0.2, -0.4, 0.3], "float32")
+
+
+def per_code_quantizer(weighting="mnist_code"):
+    layer = SoftVectorQuantizer(num_codes=3, weighting=weighting, variance="per_code")
+    layer.build([(None, 2), (None, 4)])
+    layer.codebook.assign(CODEBOOK)
+    layer.log_sigma.assign(PER_CODE_LOG_SIGMA)
+    return layer
+
+
+@pytest.mark.parametrize("weighting", ["mnist_code", "svhn_code", "gaussian"])
+def test_per_code_variance_weights_equal_the_closed_form(weighting):
+    layer = per_code_quantizer(weighting)
+    assert layer.log_sigma_head is None
+    assert [tuple(w.shape) for w in layer.trainable_weights] == [(3, 2), (3,)]
+    out = to_numpy(layer([Z, FEATURES], training=False))
+    shared = np.broadcast_to(PER_CODE_LOG_SIGMA, (len(Z), 3))
+    np.testing.assert_allclose(
+        out["code_probs"], closed_form_weights(weighting, log_sigma=shared), rtol=1e-5, atol=1e-7
+    )
+    # Features do not matter any more: other features, same output.
+    again = to_numpy(layer([Z, 5.0 * FEATURES[::-1]], training=False))
+    np.testing.assert_array_equal(again["output"], out["output"])
+
+
+def test_per_code_variance_gets_a_gradient_and_round_trips():
+    from .conftest import gradients, pure_layer, trainable_values
+
+    layer = per_code_quantizer()
+    f = pure_layer(layer, training=True)
+    codebook, log_sigma = trainable_values(layer)
+    _, d_log_sigma = gradients(lambda e, s: f([Z, FEATURES], e, s)[1], codebook, log_sigma)
+    assert d_log_sigma.shape == (3,) and np.abs(d_log_sigma).min() > 1e-6
+    config = layer.get_config()
+    assert config["variance"] == "per_code"
+    assert SoftVectorQuantizer.from_config(config).get_config() == config
+    with pytest.raises(ValueError, match="Unknown variance 'per_batch'"):
+        SoftVectorQuantizer(num_codes=3, variance="per_batch")

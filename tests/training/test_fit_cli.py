@@ -40,6 +40,8 @@ def run_cli(capsys, *argv):
         (["digits", "ae", "--codebook-size", "8"], "--codebook-size applies to vq and softvq only"),
         (["digits", "softvq", "--beta", "2"], "--beta applies to vae, betavae, infodropout only"),
         (["digits", "ae", "--codebook-init", "kmeans"], "--codebook-init applies to vq and softvq only, not ae"),
+        (["digits", "vq", "--variance", "per_code"], "--variance applies to softvq only, not vq"),
+        (["digits", "softvq", "--variance", "per_pixel"], "argument --variance: invalid choice"),
         (["digits", "vae", "--dead-code-restarts"], "--dead-code-restarts applies to vq and softvq only, not vae"),
         (["digits", "vq", "--codebook-init", "pca"], "argument --codebook-init: invalid choice: 'pca'"),
         (["digits", "vae", "--beta", "-1"], "--beta must be a non-negative number"),
