@@ -8,6 +8,10 @@ kept 8x8 = 64 pixels); its settings are ours, scaled down from MNIST's.
 
 from dataclasses import dataclass
 
+#: The bottlenecks by command-line name, in the paper's table order (the keys of
+#: `softvq_keras.BOTTLENECKS`; here so that Keras-free code can list them).
+MODEL_NAMES = ("ae", "vae", "betavae", "infodropout", "vq", "softvq")
+
 
 @dataclass(frozen=True)
 class DatasetInfo:

@@ -58,8 +58,6 @@ from training.evaluate import (
     single_threaded,
 )
 
-#: The command-line model names (the keys of `softvq_keras.BOTTLENECKS`).
-MODELS = ("ae", "vae", "betavae", "infodropout", "vq", "softvq")
 QUANTIZERS = ("vq", "softvq")
 #: `--codebook-init` choices (softvq_keras.callbacks.CODEBOOK_INITS; kept here Keras-free).
 CODEBOOK_INITS = ("random", "kmeans")
@@ -148,6 +146,11 @@ def load_presets():
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+#: The command-line model names (the keys of `softvq_keras.BOTTLENECKS`), in the
+#: paper's table order; from presets.py, which the CLI reads without Keras.
+MODELS = load_presets().MODEL_NAMES
 
 
 def epochs_for_steps(steps, num_examples, batch_size):

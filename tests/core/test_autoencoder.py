@@ -10,9 +10,11 @@ import keras
 
 from softvq_keras import IdentityBottleneck, build_autoencoder, make_bottleneck
 
+from softvq_keras.presets import MODEL_NAMES
+
 from .conftest import to_numpy
 
-NAMES = ("ae", "vae", "betavae", "infodropout", "vq", "softvq")
+NAMES = MODEL_NAMES
 QUANTIZERS = ("vq", "softvq")
 LATENT = 8
 

@@ -19,9 +19,11 @@ from softvq_keras import (
     make_bottleneck,
 )
 
+from softvq_keras.presets import MODEL_NAMES
+
 from .conftest import added_loss, gradients, pure_layer, to_numpy, trainable_values
 
-NAMES = ("ae", "vae", "betavae", "infodropout", "vq", "softvq")
+NAMES = MODEL_NAMES
 QUANTIZERS = ("vq", "softvq")
 CLASSES = {
     "ae": IdentityBottleneck,

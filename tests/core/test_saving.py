@@ -10,9 +10,11 @@ import keras
 
 from softvq_keras import build_autoencoder, make_bottleneck
 
+from softvq_keras.presets import MODEL_NAMES
+
 from .conftest import to_numpy
 
-NAMES = ("ae", "vae", "betavae", "infodropout", "vq", "softvq", "softvq-per-code")
+NAMES = (*MODEL_NAMES, "softvq-per-code")
 OTHER_BACKENDS = [b for b in ("tensorflow", "jax", "torch") if b != keras.backend.backend()]
 
 
