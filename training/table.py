@@ -12,6 +12,9 @@ time per row, backend and machine) plus pictures next to them:
 with one changed training option, e.g. `softvq+kmeans-init`), each trained for
 `--extra-seeds` seeds (default `--seeds`) and printed after the paper's rows.
 
+`--report-only` trains nothing and writes the table from the finished runs (a
+row with fewer seeds than asked for says how many it has).
+
 Each run lives in `<out>/runs/<dataset>-<row>-seed<k>/`. A finished run
 (it has `metrics.json`) is reused, an interrupted one (it has `checkpoint/`) is
 resumed, so an interrupted table picks up where it stopped. The raw-pixel row
@@ -118,14 +121,21 @@ def run_folder(out, dataset, model, seed):
     return Path(out) / "runs" / f"{dataset}-{model}-seed{seed}"
 
 
+def finished(folder):
+    return (folder / artifacts.METRICS).is_file() and not (folder / artifacts.CHECKPOINT).exists()
+
+
 def train_row(dataset, row, seed, args, pixel_variance=None):
     """Train (or reuse / resume) the run of `row` (a model or a VARIANTS name); return its metrics."""
     from training.fit import run
 
     folder = run_folder(args.out, dataset, row, seed)
-    if (folder / artifacts.METRICS).is_file() and not (folder / artifacts.CHECKPOINT).exists():
+    if finished(folder):
         print(f"[table] reusing {folder}", flush=True)
         return artifacts.read_json(folder / artifacts.METRICS)
+    if args.report_only:
+        print(f"[table] leaving out {folder} (not finished; --report-only)", flush=True)
+        return None
     resume = (folder / artifacts.CHECKPOINT).is_dir()
     print(f"[table] {'resuming' if resume else 'training'} {folder}", flush=True)
     options = dict(
@@ -219,8 +229,11 @@ def markdown(dataset, rows, info, seeds, wall_time):
     ]
     for r in rows:
         c, n, a = (r[m] for m in METRICS)
+        name = r["name"]
+        if r["seeds"] != seeds:
+            name += f" ({r['seeds']} seed{'s' if r['seeds'] > 1 else ''})"
         lines.append(
-            f"| {r['name']} | {_cell(c, 100, 2)} | {_paper(c, 100, 2)} "
+            f"| {name} | {_cell(c, 100, 2)} | {_paper(c, 100, 2)} "
             f"| {_cell(n, 1, 4)} | {_paper(n, 1, 4)} "
             f"| {_cell(a, 100, 2)} | {_paper(a, 100, 2)} | {r['wall_time_s'] / 60:.1f} min |"
         )
@@ -286,6 +299,9 @@ def build_parser():
     p.add_argument("--out", default="results", help="results folder (default results/)")
     p.add_argument("--epochs", type=int,
                    help="override the paper's training length (for quick tables)")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: write the table from the runs already finished "
+                   "(a row with fewer seeds says how many it has)")
     p.add_argument("--kmeans-init", type=int, default=100)
     p.add_argument("--probe-epochs", type=int, default=20)
     return p
@@ -332,10 +348,12 @@ def main(argv=None):
     plan += [(seed, name) for seed in range(args.extra_seeds) for name in args.extra]
     try:
         for seed, row in plan:
-            per_row[row].append(train_row(
+            metrics = train_row(
                 args.dataset, row, seed, args,
                 pixel_variance=splits.pixel_variance if splits else None,
-            ))
+            )
+            if metrics is not None:
+                per_row[row].append(metrics)
     except UsageError as e:
         print(f"python -m training.table: error: {e}", file=sys.stderr)
         return 2
@@ -345,10 +363,11 @@ def main(argv=None):
             print(f"python -m training.table: error: {error}", file=sys.stderr)
             return 2
     per_row["raw"] = [raw_row(args.dataset, s, splits, args) for s in range(args.seeds)]
-    rows = summarize(args.dataset, per_row)
+    rows = summarize(args.dataset, {name: runs for name, runs in per_row.items() if runs})
     info = machine()
     wall = time.perf_counter() - started
-    pngs = pictures(args.dataset, args.models, 0, splits, args)
+    pictured = [m for m in args.models if finished(run_folder(args.out, args.dataset, m, 0))]
+    pngs = pictures(args.dataset, pictured, 0, splits, args)
     rows_png = Path(args.out) / f"{args.dataset}-metrics.png"
     from training import plots
 

@@ -84,7 +84,29 @@ def test_extra_rows_follow_the_paper_rows_with_their_own_seeds(tmp_path, capsys)
     assert not (runs / "digits-vq+kmeans-init-seed1").exists()
     markdown = (tmp_path / "digits.md").read_text()
     assert "- **vq+kmeans-init** (1 seed): hard VQ, codebook re-initialized" in markdown
-    assert "| vq+kmeans-init |" in markdown and "| – |" in markdown
+    assert "| vq+kmeans-init (1 seed) |" in markdown and "| – |" in markdown
+
+
+def test_report_only_summarizes_finished_runs_and_trains_nothing(small_table, tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(small_table, out)
+    # ae seed 1 never ran; softvq seed 1 was interrupted (it has a checkpoint).
+    interrupted = out / "runs" / "digits-softvq-seed1"
+    shutil.copytree(out / "runs" / "digits-softvq-seed0", interrupted)
+    (interrupted / "checkpoint").mkdir()
+    args = _args(out)
+    args[args.index("--seeds") + 1] = "2"
+    assert table.main([*args, "--report-only"]) == 0
+    printed = capsys.readouterr().out
+    assert "[table] training" not in printed and "[table] resuming" not in printed
+    assert printed.count("leaving out") == 2
+    result = json.loads((out / "digits.json").read_text())
+    assert {r["name"]: r["seeds"] for r in result["rows"]} == {"raw": 2, "ae": 1, "softvq": 1}
+    assert not (out / "runs" / "digits-ae-seed1").exists()
+    markdown = (out / "digits.md").read_text()
+    assert "## digits: 2 seeds" in markdown and "| ae (1 seed) |" in markdown
 
 
 def test_bad_arguments_exit_2(tmp_path, capsys):
