@@ -29,10 +29,6 @@ import numpy as np
 
 import keras
 
-#: how to re-initialize the codebook: the paper's random init, or K-means.
-CODEBOOK_INITS = ("random", "kmeans")
-
-
 def _quantizer(model, layer_name):
     try:
         layer = model.get_layer(layer_name)

@@ -59,7 +59,7 @@ from training.evaluate import (
 )
 
 QUANTIZERS = ("vq", "softvq")
-#: `--codebook-init` choices (softvq_keras.callbacks.CODEBOOK_INITS; kept here Keras-free).
+#: `--codebook-init` choices: the paper's random initializer, or `CodebookKMeansInit`.
 CODEBOOK_INITS = ("random", "kmeans")
 #: `--variance` choices (SoftVectorQuantizer's `variance`).
 VARIANCES = ("per_input", "per_code")
