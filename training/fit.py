@@ -14,7 +14,7 @@ The Keras backend is `--backend`, else `$KERAS_BACKEND`, else `jax` for the MLP
 datasets (mnist, digits) and `tensorflow` for the CNN ones (svhn, cifar10):
 measured on a 2-core CPU, JAX trains the MLP about 2x faster than TensorFlow and
 the CNN about 15x slower. It is set before Keras is imported, which is why the
-trainer imports neither Keras nor `softvq_keras` at the top.
+trainer imports only the Keras-free `softvq_keras.presets` at the top.
 
 The run folder (`--out`, default `runs/<dataset>-<model>/`):
 

@@ -7,13 +7,13 @@ which imports no Keras), the validation of settings and run folder
 happen before Keras is imported: nothing here imports Keras.
 """
 
-import importlib.util
 import math
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from softvq_keras import presets as _presets
 from training import artifacts
 
 QUANTIZERS = ("vq", "softvq")
@@ -90,20 +90,12 @@ class FitSettings:
 
 
 def load_presets():
-    """`softvq_keras.presets` without importing the package (which imports Keras).
+    """`softvq_keras.presets`: the datasets and their paper settings (no Keras import).
 
     The presets are needed for `--help` and validation, which must happen
-    before the backend is chosen; presets.py itself imports nothing heavy.
+    before the backend is chosen; `softvq_keras` imports its Keras parts lazily.
     """
-    if "softvq_keras.presets" in sys.modules:
-        return sys.modules["softvq_keras.presets"]
-    package = importlib.util.find_spec("softvq_keras")
-    path = Path(package.submodule_search_locations[0]) / "presets.py"
-    spec = importlib.util.spec_from_file_location("_softvq_presets_keras_free", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return _presets
 
 
 #: The command-line model names (the keys of `softvq_keras.BOTTLENECKS`), in the
