@@ -1,38 +1,62 @@
 """softvq-keras: quantization-based bottlenecks for Keras 3 autoencoders.
 
-Importing the package registers every custom layer, the `Autoencoder` model and
-the `CodebookUsage` metric for `keras.saving.load_model`.
+The package imports its parts lazily (PEP 562): `softvq_keras.presets` (the
+datasets, their paper settings and the model names) imports without Keras, and
+the Keras parts (layers, `Autoencoder`, registry) are imported the first time
+one of their names is used, e.g. `softvq_keras.SoftVectorQuantizer`.
+
+Importing a Keras part registers every custom layer, the `Autoencoder` model and
+the `CodebookUsage` metric for `keras.saving.load_model`. When Keras is already
+imported, `import softvq_keras` does so at once, so that
+`import keras, softvq_keras; keras.saving.load_model(...)` works as it did.
 """
 
-from softvq_keras.autoencoder import Autoencoder, CodebookUsage, build_autoencoder
-from softvq_keras.layers import (
-    Bottleneck,
-    IdentityBottleneck,
-    InformationDropout,
-    SoftVectorQuantizer,
-    VariationalBottleneck,
-    VectorQuantizer,
-)
-from softvq_keras.presets import DATASETS, PRESETS, dataset_info, preset
-from softvq_keras.registry import BOTTLENECKS, bottleneck_settings, make_bottleneck
+import importlib
+import sys
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Autoencoder",
-    "BOTTLENECKS",
-    "Bottleneck",
-    "CodebookUsage",
-    "DATASETS",
-    "IdentityBottleneck",
-    "InformationDropout",
-    "PRESETS",
-    "SoftVectorQuantizer",
-    "VariationalBottleneck",
-    "VectorQuantizer",
-    "bottleneck_settings",
-    "build_autoencoder",
-    "dataset_info",
-    "make_bottleneck",
-    "preset",
-]
+#: Public name -> the submodule that defines it.
+_EXPORTS = {
+    "Autoencoder": "autoencoder",
+    "CodebookUsage": "autoencoder",
+    "build_autoencoder": "autoencoder",
+    "Bottleneck": "layers",
+    "IdentityBottleneck": "layers",
+    "InformationDropout": "layers",
+    "SoftVectorQuantizer": "layers",
+    "VariationalBottleneck": "layers",
+    "VectorQuantizer": "layers",
+    "DATASETS": "presets",
+    "PRESETS": "presets",
+    "dataset_info": "presets",
+    "preset": "presets",
+    "BOTTLENECKS": "registry",
+    "bottleneck_settings": "registry",
+    "make_bottleneck": "registry",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+def _register_keras_parts():
+    """Import the modules that register the custom objects (needs Keras)."""
+    importlib.import_module(f"{__name__}.autoencoder")
+    importlib.import_module(f"{__name__}.registry")
+
+
+if "keras" in sys.modules:
+    _register_keras_parts()

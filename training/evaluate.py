@@ -188,7 +188,7 @@ def evaluate_run(
             seed=seed, timer=timer,
         )
     with timer.phase("encode"):
-        import softvq_keras  # noqa: F401  registers the custom layers
+        from softvq_keras import Autoencoder  # noqa: F401  imports (registers) the custom layers
 
         autoencoder = keras.saving.load_model(run_dir / artifacts.AUTOENCODER)
         if "code_probs" in autoencoder.output:

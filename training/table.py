@@ -252,7 +252,7 @@ def pictures(dataset, models, seed, splits, args):
     """The four PNGs, from seed `seed`'s runs."""
     import keras
 
-    import softvq_keras  # noqa: F401  registers the custom layers
+    from softvq_keras import Autoencoder  # noqa: F401  imports (registers) the custom layers
     from softvq_keras import dataset_info
     from training import plots
 

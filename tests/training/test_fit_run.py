@@ -111,7 +111,7 @@ def test_the_encoder_reloads_in_a_fresh_process_without_softvq(
     assert proc.stdout.strip() == "False"
     z_reloaded = np.load(tmp_path / "z.npy")
 
-    import softvq_keras  # noqa: F401
+    from softvq_keras import Autoencoder  # noqa: F401  registers the custom layers
 
     autoencoder = keras.saving.load_model(finished_run / artifacts.AUTOENCODER)
     z_autoencoder = autoencoder.predict(x_test, verbose=0)["latent"]

@@ -1,0 +1,106 @@
+"""The Keras callbacks every training run adds to `model.fit`.
+
+- `run_callbacks`: history.json at each epoch end, the per-epoch checkpoint
+  (`BackupAndRestore`, so that `--resume` continues), and the NaN guard that
+  raises `TrainingDiverged`;
+- `codebook_callbacks`: the optional codebook maintenance of vq / softvq
+  (`--codebook-init kmeans`, `--dead-code-restarts`; `softvq_keras.callbacks`);
+- `restored_epoch`: how many epochs the checkpoint holds.
+
+Keras is imported inside the functions, after the backend is chosen.
+"""
+
+import time
+
+from training import artifacts
+from training.settings import CODEBOOK_SAMPLE, TrainingDiverged
+
+
+def run_callbacks(run_dir, resuming):
+    """History log, per-epoch checkpoint and NaN guard, in the order they must run."""
+    import keras
+
+    class EpochLog(keras.callbacks.Callback):
+        """Writes history.json (seconds and logged terms per epoch) at each epoch end.
+
+        On a resumed run it starts from the previous records, cut at the epoch
+        Keras restarts from: history.json is written just before the
+        checkpoint, so it may hold one epoch more than the checkpoint.
+        """
+
+        def __init__(self, path, records):
+            super().__init__()
+            self.path, self.records = path, list(records)
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.records = [r for r in self.records if r["epoch"] <= epoch]
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.records.append({
+                "epoch": epoch + 1,
+                "seconds": time.perf_counter() - self.started,
+                "logs": {k: float(v) for k, v in (logs or {}).items()},
+            })
+            artifacts.write_json(self.path, {"epochs": self.records})
+
+    class StopOnNaN(keras.callbacks.TerminateOnNaN):
+        """`TerminateOnNaN(raise_error=True)` raising `TrainingDiverged`.
+
+        Raising (rather than a graceful stop) keeps `BackupAndRestore` from
+        saving the diverged weights as the latest epoch.
+        """
+
+        def __init__(self):
+            super().__init__(raise_error=True)
+            self.epoch = 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_batch_end(self, batch, logs=None):
+            try:
+                super().on_batch_end(batch, logs)
+            except RuntimeError:
+                raise TrainingDiverged(
+                    f"the loss became {logs.get('loss')} at epoch {self.epoch + 1}, "
+                    f"batch {batch + 1}"
+                ) from None
+
+    history_path = run_dir / artifacts.HISTORY
+    records = []
+    if resuming and history_path.is_file():
+        records = artifacts.read_json(history_path)["epochs"]
+    return [
+        EpochLog(history_path, records),  # written before the checkpoint
+        # double_checkpoint: a process killed while writing the weights leaves the
+        # previous epoch's copy (*.bkp), which BackupAndRestore falls back to.
+        keras.callbacks.BackupAndRestore(
+            str(run_dir / artifacts.CHECKPOINT), save_freq="epoch",
+            double_checkpoint=True, delete_checkpoint=False,
+        ),
+        StopOnNaN(),
+    ]
+
+
+def codebook_callbacks(s, x_train):
+    """The optional codebook maintenance of vq / softvq (softvq_keras.callbacks)."""
+    import numpy as np
+
+    from softvq_keras.callbacks import CodebookKMeansInit, DeadCodeRestart
+
+    rng = np.random.default_rng(s.seed)
+    sample = x_train[np.sort(rng.permutation(len(x_train))[:CODEBOOK_SAMPLE])]
+    found = []
+    if s.codebook_init == "kmeans":
+        found.append(CodebookKMeansInit(sample, at_epoch=1, seed=s.seed))
+    if s.dead_code_restarts:
+        found.append(DeadCodeRestart(sample, seed=s.seed))
+    return found
+
+
+def restored_epoch(run_dir):
+    """Epochs finished according to the checkpoint (0 when there is none)."""
+    path = run_dir / artifacts.CHECKPOINT / "training_metadata.json"
+    return int(artifacts.read_json(path)["epoch"]) if path.is_file() else 0
+

@@ -1,0 +1,173 @@
+"""The command line of `python -m training.fit`: its parser, `--help`, exit codes.
+
+`build_parser` defines every option (each defaults to the dataset's preset;
+`--help` ends with the per-dataset defaults table), and `main` maps the parsed
+options onto `FitSettings`, runs `training.run.train_and_export` and turns its
+errors into one line on stderr and an exit code: 2 for a `UsageError` (bad
+setting, run folder or data), 3 for `TrainingDiverged` (NaN loss).
+"""
+
+import argparse
+import sys
+from dataclasses import fields
+
+from training import artifacts
+from training.evaluate import OneLineErrorParser, format_summary
+from training.run import train_and_export
+from training.settings import (
+    BACKENDS,
+    BETA_KEYS,
+    CODEBOOK_INITS,
+    CODEBOOK_SAMPLE,
+    DEFAULT_BACKEND,
+    EXIT_DIVERGED,
+    EXIT_USAGE,
+    MODELS,
+    VARIANCES,
+    FitSettings,
+    TrainingDiverged,
+    UsageError,
+    load_presets,
+)
+
+
+def _defaults_table(presets):
+    """The per-dataset defaults as a small text table for `--help`."""
+    header = ("dataset", "arch", "backend", "steps", "batch", "lr", "d", "K softvq/vq",
+              "beta vae/betavae/infodropout")
+    rows = [header]
+    for name, info in presets.DATASETS.items():
+        p = presets.PRESETS[name]
+        rows.append((
+            name, info.architecture, DEFAULT_BACKEND[info.architecture], str(p["steps"]),
+            str(p["batch_size"]), f"{p['learning_rate']:g}", str(p["latent_dim"]),
+            f"{p['softvq_codes']}/{p['vq_codes']}",
+            "/".join(f"{p[key]:g}" for key in BETA_KEYS.values()),
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["per-dataset defaults (the paper's settings; digits is this project's):"]
+    lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+def build_parser(presets=None):
+    """The argument parser; `--help` lists each dataset's defaults."""
+    presets = presets or load_presets()
+    parser = OneLineErrorParser(
+        prog="python -m training.fit",
+        description=(
+            "Train an autoencoder with one bottleneck, checkpoint every epoch, export "
+            "the encoder, K-means centroids and softmax head, and evaluate "
+            "(writes the run folder of docs/ARTIFACTS.md)."
+        ),
+        epilog=_defaults_table(presets)
+        + "\n\nexit codes: 0 done; 2 bad arguments, run folder or data; 3 NaN loss.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    preset_default = "(default: the dataset's preset, below)"
+    parser.add_argument("dataset", metavar="DATASET", help=f"one of {', '.join(presets.DATASETS)}")
+    parser.add_argument("model", metavar="MODEL", help=f"one of {', '.join(MODELS)}")
+    length = parser.add_argument_group("training length")
+    length.add_argument("--epochs", type=int, help="epochs to train; overrides --steps")
+    length.add_argument(
+        "--steps", type=int,
+        help=f"optimizer updates, rounded up to whole epochs {preset_default}",
+    )
+    hp = parser.add_argument_group("hyperparameters")
+    hp.add_argument("--batch-size", type=int, help=f"batch size {preset_default}")
+    hp.add_argument("--learning-rate", type=float, help=f"Adam learning rate {preset_default}")
+    hp.add_argument("--latent-dim", type=int, help=f"latent dimension d {preset_default}")
+    hp.add_argument(
+        "--codebook-size", type=int,
+        help=f"codebook size K (>= 2) of vq and softvq {preset_default}",
+    )
+    hp.add_argument(
+        "--beta", type=float,
+        help=f"KL weight of vae, betavae and infodropout {preset_default}",
+    )
+    hp.add_argument(
+        "--variance", choices=VARIANCES,
+        help="softvq codeword variances: 'per_input' (the paper's s head, one per "
+        "codeword and input) or 'per_code' (one free variance per codeword) "
+        "(default: per_input)",
+    )
+    hp.add_argument(
+        "--codebook-init", choices=CODEBOOK_INITS, default="random",
+        help="vq/softvq codebook: 'random' (the paper's initializer) or 'kmeans' "
+        "(re-initialized after epoch 1 to the K-means centroids of the latents of "
+        f"{CODEBOOK_SAMPLE:,} training inputs) (default: random)",
+    )
+    hp.add_argument(
+        "--dead-code-restarts", action="store_true",
+        help="vq/softvq: before every epoch, move codewords that no input of a "
+        f"{CODEBOOK_SAMPLE:,}-input training sample picks onto encoder outputs "
+        "(default: off, as in the paper)",
+    )
+    hp.add_argument("--seed", type=int, default=0, help="random seed of everything (default: 0)")
+    io = parser.add_argument_group("data, output and backend")
+    io.add_argument(
+        "--data-dir",
+        help="folder holding DATASET.npz (default: $SOFTVQ_DATA_DIR, else "
+        "tensorflow-datasets; digits needs nothing)",
+    )
+    io.add_argument("--out", help="run folder (default: runs/DATASET-MODEL)")
+    io.add_argument(
+        "--backend", choices=BACKENDS,
+        help="Keras backend (default: $KERAS_BACKEND, else jax for mlp datasets and "
+        "tensorflow for cnn datasets)",
+    )
+    mode = io.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--resume", action="store_true",
+        help="continue the unfinished run in the folder from its last finished epoch "
+        "(an empty or absent folder starts a fresh run)",
+    )
+    mode.add_argument(
+        "--overwrite", action="store_true",
+        help="delete a previous run's files in the folder and start over "
+        "(without --resume/--overwrite a non-empty folder is refused)",
+    )
+    ev = parser.add_argument_group("evaluation")
+    ev.add_argument(
+        "--kmeans-init", type=int, default=100,
+        help="K-means initializations (default: 100, the paper's)",
+    )
+    ev.add_argument(
+        "--probe-epochs", type=int, default=20,
+        help="epochs of the softmax head on the latents (default: 20)",
+    )
+    ev.add_argument(
+        "--skip-raw", dest="raw_baseline", action="store_false",
+        help="skip the raw-pixel row (metrics.json then has no 'raw'; e.g. when a "
+        "script computes it once per dataset)",
+    )
+    ev.add_argument(
+        "--verbose", type=int, choices=(0, 1, 2), default=1,
+        help="Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch (default: 1)",
+    )
+    return parser
+
+
+def main(argv=None):
+    """Entry point of `python -m training.fit`; returns the exit code."""
+    presets = load_presets()
+    parser = build_parser(presets)
+    args = parser.parse_args(argv)
+    settings = FitSettings(**{f.name: getattr(args, f.name) for f in fields(FitSettings)})
+    try:
+        run_dir = train_and_export(settings)
+    except UsageError as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except TrainingDiverged as e:
+        checkpoint = settings.run_dir / artifacts.CHECKPOINT
+        kept = f"; the last good epoch is in {checkpoint}" if checkpoint.is_dir() else ""
+        print(
+            f"{parser.prog}: error: training diverged: {e}; nothing was exported{kept}",
+            file=sys.stderr,
+        )
+        return EXIT_DIVERGED
+    metrics = artifacts.read_json(run_dir / artifacts.METRICS)
+    print(f"Wrote {run_dir}/ ({', '.join(sorted(p.name for p in run_dir.iterdir()))})")
+    print(format_summary(metrics))
+    return 0

@@ -1,0 +1,242 @@
+"""One training run: train, checkpoint, export, fit the downstream heads, evaluate.
+
+`train_and_export(settings)` (and its keyword form `run(dataset, model, ...)`)
+validates the settings (`training.settings`), chooses the backend, then imports
+Keras, loads the data, builds and compiles the autoencoder, trains it with
+`model.fit` on a `tf.data` pipeline with the run's callbacks
+(`training.callbacks`), exports the Keras models, fits the K-means centroids
+and the softmax head on the training latents and writes metrics.json
+(`training.evaluate.evaluate_run`). The run folder is docs/ARTIFACTS.md's;
+`config.json` is built by `run_config`.
+"""
+
+import importlib
+import json
+import math
+import platform
+import time
+
+from training import artifacts
+from training.callbacks import codebook_callbacks, restored_epoch, run_callbacks
+from training.evaluate import PhaseTimer, evaluate_run, single_threaded
+from training.settings import (
+    BOTTLENECK_DEFAULTS,
+    CLASS_NAMES,
+    NUM_CLASSES,
+    RESUME_DEFAULTS,
+    RESUME_KEYS,
+    FitSettings,
+    UsageError,
+    check_run_dir,
+    check_settings,
+    choose_backend,
+    epochs_for_steps,
+    load_presets,
+    require,
+)
+
+
+def training_pipeline(x, batch_size, seed):
+    """`tf.data`: shuffled indices (reshuffled every epoch), batched, gathered, prefetched.
+
+    Shuffling indices rather than images keeps the shuffle buffer small.
+    """
+    import tensorflow as tf
+
+    images = tf.constant(x)
+    return (
+        tf.data.Dataset.range(len(x))
+        .shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+        .batch(batch_size)
+        .map(lambda idx: tf.gather(images, idx), num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def _versions(backend):
+    import keras
+    import numpy
+
+    import softvq_keras
+
+    return {
+        "python": platform.python_version(),
+        "keras": keras.__version__,
+        backend: importlib.import_module(backend).__version__,
+        "numpy": numpy.__version__,
+        "softvq_keras": softvq_keras.__version__,
+    }
+
+
+def run_config(s, backend, info, hyper, splits, bottleneck):
+    """config.json (docs/ARTIFACTS.md) as plain JSON values."""
+    config = {
+        "dataset": s.dataset,
+        "model": s.model,
+        "backend": backend,
+        "image_shape": info.image_shape,
+        "input_shape": info.input_shape,
+        "pixel_max": info.pixel_max,
+        "offset": info.offset,
+        "architecture": info.architecture,
+        "num_classes": NUM_CLASSES,
+        "class_names": CLASS_NAMES.get(s.dataset, [str(i) for i in range(NUM_CLASSES)]),
+        "bottleneck": bottleneck.get_config(),
+        "codebook_init": s.codebook_init,
+        "dead_code_restarts": s.dead_code_restarts,
+        **hyper,
+        "steps": hyper["epochs"] * hyper["steps_per_epoch"],
+        "seed": s.seed,
+        "pixel_variance": splits.pixel_variance,
+        "num_train": len(splits.x_train),
+        "num_test": len(splits.x_test),
+        "evaluation": {
+            "kmeans_init": s.kmeans_init,
+            "probe_epochs": s.probe_epochs,
+            "raw_baseline": s.raw_baseline,
+        },
+        "data_dir": s.data_dir,
+        "data_source": splits.source,
+        "versions": _versions(backend),
+    }
+    return json.loads(json.dumps(artifacts.to_builtin(config)))
+
+
+def check_resumable(run_dir, config):
+    """Refuse to resume a run whose stored settings differ from these (`UsageError`)."""
+    stored = {**RESUME_DEFAULTS, **artifacts.read_json(run_dir / artifacts.CONFIG)}
+    if isinstance(stored.get("bottleneck"), dict) and isinstance(config.get("bottleneck"), dict):
+        added = {k: v for k, v in BOTTLENECK_DEFAULTS.items() if k in config["bottleneck"]}
+        stored["bottleneck"] = {**added, **stored["bottleneck"]}
+    changed = [k for k in RESUME_KEYS if stored.get(k) != config.get(k)]
+    require(not changed,
+             f"cannot resume {str(run_dir)!r}: {', '.join(changed)} differ from the stored "
+             f"run ({'; '.join(f'{k}: {stored.get(k)!r} vs {config.get(k)!r}' for k in changed[:2])})")
+
+
+def fit_downstream(run_dir, encoder, splits, config, timer):
+    """K-means on the training latents (kmeans.npz) and the softmax head (classifier.keras)."""
+    from softvq_keras import evaluation
+
+    seed = config["seed"]
+    with timer.phase("encode"):
+        z_train = encoder.predict(splits.x_train, batch_size=1024, verbose=0)
+    with timer.phase("kmeans"), single_threaded():
+        kmeans = evaluation.fit_kmeans(
+            z_train, NUM_CLASSES, n_init=config["evaluation"]["kmeans_init"], seed=seed
+        )
+        artifacts.write_npz(
+            run_dir / artifacts.KMEANS,
+            centroids=kmeans.cluster_centers_.astype("float32"),
+            cluster_to_label=evaluation.cluster_label_map(
+                splits.y_train, kmeans.labels_, NUM_CLASSES
+            ).astype("int64"),
+        )
+    with timer.phase("probe"):
+        classifier, _ = evaluation.linear_probe(
+            z_train, splits.y_train, epochs=config["evaluation"]["probe_epochs"],
+            seed=seed, num_classes=NUM_CLASSES,
+        )
+        artifacts.save_keras_model(classifier, run_dir / artifacts.CLASSIFIER)
+
+
+def train_and_export(settings, callbacks=()):
+    """Validate `settings`, train, export and evaluate; return the run folder.
+
+    `callbacks` are extra Keras callbacks appended to the run's own. Raises
+    `UsageError` for bad settings / folder / data (before building a model)
+    and `TrainingDiverged` for a NaN loss.
+    """
+    started_at = time.perf_counter()
+    presets = load_presets()
+    check_settings(settings, presets)
+    check_run_dir(settings)
+    backend = choose_backend(settings, presets)
+
+    import keras
+
+    from softvq_keras import build_autoencoder, make_bottleneck
+    from softvq_keras import data as datasets
+
+    s, run_dir = settings, settings.run_dir
+    info = presets.DATASETS[s.dataset]
+    preset = presets.preset(s.dataset)
+    timer = PhaseTimer()
+    with timer.phase("load"):
+        try:
+            splits = datasets.load(s.dataset, s.data_dir)
+        except (datasets.DataUnavailableError, FileNotFoundError, ValueError) as e:
+            raise UsageError(str(e)) from None
+
+    batch_size = s.batch_size or preset["batch_size"]
+    steps_per_epoch = math.ceil(len(splits.x_train) / batch_size)
+    hyper = {
+        "epochs": s.epochs or epochs_for_steps(
+            s.steps or preset["steps"], len(splits.x_train), batch_size
+        ),
+        "steps_per_epoch": steps_per_epoch,
+        "batch_size": batch_size,
+        "learning_rate": s.learning_rate or preset["learning_rate"],
+        "latent_dim": s.latent_dim or preset["latent_dim"],
+    }
+
+    keras.backend.clear_session()  # a fresh state for every run in one process
+    keras.utils.set_random_seed(s.seed)
+    try:
+        bottleneck = make_bottleneck(
+            s.model, s.dataset, seed=s.seed, codebook_size=s.codebook_size, beta=s.beta,
+            variance=s.variance,
+        )
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    config = run_config(s, backend, info, hyper, splits, bottleneck)
+    resuming = s.resume and (run_dir / artifacts.CONFIG).is_file()
+    if resuming:
+        check_resumable(run_dir, config)
+    elif s.overwrite:
+        artifacts.remove_run_entries(run_dir)
+
+    autoencoder, encoder = build_autoencoder(
+        bottleneck, info.input_shape, hyper["latent_dim"], info.architecture,
+        pixel_variance=splits.pixel_variance,
+    )
+    autoencoder.compile(optimizer=keras.optimizers.Adam(hyper["learning_rate"]))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    artifacts.write_json(run_dir / artifacts.CONFIG, config)
+
+    if resuming:
+        print(f"Resuming {run_dir} after epoch {restored_epoch(run_dir)} of {hyper['epochs']}.")
+    with timer.phase("train"):
+        autoencoder.fit(
+            training_pipeline(splits.x_train, batch_size, s.seed),
+            epochs=hyper["epochs"],
+            callbacks=[
+                *run_callbacks(run_dir, resuming),
+                *codebook_callbacks(s, splits.x_train),
+                *callbacks,
+            ],
+            verbose=s.verbose,
+            shuffle=False,  # the pipeline shuffles, with the seed
+        )
+    with timer.phase("export"):
+        artifacts.save_keras_model(encoder, run_dir / artifacts.ENCODER)
+        artifacts.save_keras_model(autoencoder, run_dir / artifacts.AUTOENCODER)
+        if backend == "tensorflow":
+            artifacts.export_saved_model(encoder, run_dir / artifacts.SAVED_MODEL)
+    fit_downstream(run_dir, encoder, splits, config, timer)
+    evaluate_run(
+        run_dir, splits, timer=timer, train_seconds=timer.seconds["train"],
+        started_at=started_at,
+    )
+    artifacts.remove_checkpoint(run_dir)
+    return run_dir
+
+
+def run(dataset, model, *, callbacks=(), **options):
+    """Train `model` on `dataset` and write its run folder; return the folder.
+
+    `options` are the fields of `FitSettings` (the command-line options, with
+    underscores); `callbacks` extra Keras callbacks. See `train_and_export`.
+    """
+    return train_and_export(FitSettings(dataset, model, **options), callbacks)
+

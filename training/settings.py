@@ -1,0 +1,202 @@
+"""What a training run accepts, and the checks made before Keras is imported.
+
+`FitSettings` (every option of `python -m training.fit` / `training.fit.run`),
+the constants they are checked against, the presets (`softvq_keras.presets`,
+which imports no Keras), the validation of settings and run folder
+(`UsageError`, exit code 2) and the choice of the Keras backend, which must
+happen before Keras is imported: nothing here imports Keras.
+"""
+
+import math
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from softvq_keras import presets as _presets
+from training import artifacts
+
+QUANTIZERS = ("vq", "softvq")
+#: `--codebook-init` choices: the paper's random initializer, or `CodebookKMeansInit`.
+CODEBOOK_INITS = ("random", "kmeans")
+#: `--variance` choices (SoftVectorQuantizer's `variance`).
+VARIANCES = ("per_input", "per_code")
+#: Training inputs encoded by the codebook callbacks (K-means init, dead-code restarts).
+CODEBOOK_SAMPLE = 10_000
+#: Models whose KL weight `--beta` sets, and the preset key of its default.
+BETA_KEYS = {"vae": "vae_beta", "betavae": "betavae_beta", "infodropout": "infodropout_beta"}
+BACKENDS = ("jax", "tensorflow", "torch")
+#: Default backend per architecture when neither --backend nor KERAS_BACKEND is set.
+DEFAULT_BACKEND = {"mlp": "jax", "cnn": "tensorflow"}
+CLASS_NAMES = {
+    "cifar10": [
+        "airplane", "automobile", "bird", "cat", "deer",
+        "dog", "frog", "horse", "ship", "truck",
+    ],
+}
+NUM_CLASSES = 10
+#: Settings a resumed run must share with the run it continues.
+RESUME_KEYS = (
+    "dataset", "model", "backend", "batch_size", "learning_rate", "latent_dim", "seed",
+    "bottleneck", "codebook_init", "dead_code_restarts",
+)
+#: Values of settings that run folders written before the setting existed lack.
+RESUME_DEFAULTS = {"codebook_init": "random", "dead_code_restarts": False}
+#: The same for the bottleneck's own settings (layer arguments added later).
+BOTTLENECK_DEFAULTS = {"variance": "per_input"}
+
+EXIT_USAGE = 2
+EXIT_DIVERGED = 3
+
+
+class UsageError(ValueError):
+    """A bad setting, run folder or dataset; reported in one line, exit code 2."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite; nothing was exported."""
+
+
+@dataclass
+class FitSettings:
+    """Everything `run` accepts; `None` means the dataset's preset value."""
+
+    dataset: str
+    model: str
+    epochs: int | None = None
+    steps: int | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    latent_dim: int | None = None
+    codebook_size: int | None = None
+    beta: float | None = None
+    variance: str | None = None
+    codebook_init: str = "random"
+    dead_code_restarts: bool = False
+    seed: int = 0
+    data_dir: str | None = None
+    out: str | None = None
+    backend: str | None = None
+    resume: bool = False
+    overwrite: bool = False
+    kmeans_init: int = 100
+    probe_epochs: int = 20
+    raw_baseline: bool = True
+    verbose: int = 1
+
+    @property
+    def run_dir(self):
+        return Path(self.out or Path("runs") / f"{self.dataset}-{self.model}")
+
+
+def load_presets():
+    """`softvq_keras.presets`: the datasets and their paper settings (no Keras import).
+
+    The presets are needed for `--help` and validation, which must happen
+    before the backend is chosen; `softvq_keras` imports its Keras parts lazily.
+    """
+    return _presets
+
+
+#: The command-line model names (the keys of `softvq_keras.BOTTLENECKS`), in the
+#: paper's table order; from presets.py, which the CLI reads without Keras.
+MODELS = load_presets().MODEL_NAMES
+
+
+def epochs_for_steps(steps, num_examples, batch_size):
+    """Epochs that cover at least `steps` updates: ceil(steps / batches per epoch)."""
+    return math.ceil(steps / math.ceil(num_examples / batch_size))
+
+
+# --------------------------------------------------------------------------
+# Validation (no Keras import)
+
+
+def require(condition, message):
+    """Raise `UsageError(message)` unless `condition`."""
+    if not condition:
+        raise UsageError(message)
+
+
+def check_settings(s, presets):
+    """Refuse bad settings (`UsageError`) before any data or model is loaded."""
+    require(s.dataset in presets.DATASETS,
+             f"unknown dataset {s.dataset!r}; choose one of {', '.join(presets.DATASETS)}")
+    require(s.model in MODELS, f"unknown model {s.model!r}; choose one of {', '.join(MODELS)}")
+    positive = {
+        "--epochs": s.epochs, "--steps": s.steps, "--batch-size": s.batch_size,
+        "--latent-dim": s.latent_dim, "--kmeans-init": s.kmeans_init,
+        "--probe-epochs": s.probe_epochs,
+    }
+    for flag, value in positive.items():
+        require(value is None or (isinstance(value, int) and value > 0),
+                 f"{flag} must be a positive integer; got {value}")
+    require(s.learning_rate is None or (math.isfinite(s.learning_rate) and s.learning_rate > 0),
+             f"--learning-rate must be a positive number; got {s.learning_rate}")
+    if s.codebook_size is not None:
+        require(s.model in QUANTIZERS,
+                 f"--codebook-size applies to {' and '.join(QUANTIZERS)} only, not {s.model}")
+        require(s.codebook_size >= 2,
+                 f"--codebook-size (K) must be at least 2; got {s.codebook_size}")
+    if s.beta is not None:
+        require(s.model in BETA_KEYS,
+                 f"--beta applies to {', '.join(BETA_KEYS)} only, not {s.model}")
+        require(math.isfinite(s.beta) and s.beta >= 0,
+                 f"--beta must be a non-negative number; got {s.beta}")
+    if s.variance is not None:
+        require(s.model == "softvq", f"--variance applies to softvq only, not {s.model}")
+        require(s.variance in VARIANCES,
+                 f"--variance must be one of {', '.join(VARIANCES)}; got {s.variance!r}")
+    require(s.codebook_init in CODEBOOK_INITS,
+             f"--codebook-init must be one of {', '.join(CODEBOOK_INITS)}; got {s.codebook_init!r}")
+    if s.codebook_init != "random" or s.dead_code_restarts:
+        flag = "--codebook-init" if s.codebook_init != "random" else "--dead-code-restarts"
+        require(s.model in QUANTIZERS,
+                 f"{flag} applies to {' and '.join(QUANTIZERS)} only, not {s.model}")
+    require(isinstance(s.seed, int) and s.seed >= 0, f"--seed must be a non-negative integer; got {s.seed}")
+    require(s.backend is None or s.backend in BACKENDS,
+             f"unknown backend {s.backend!r}; choose one of {', '.join(BACKENDS)}")
+    if s.data_dir is not None:
+        require(Path(s.data_dir).is_dir(), f"--data-dir {s.data_dir!r} is not a directory")
+    require(not (s.resume and s.overwrite), "--resume and --overwrite exclude each other")
+
+
+def check_run_dir(s):
+    """Refuse a run folder a fresh run would clobber (see `training.fit`'s docstring)."""
+    run_dir = s.run_dir
+    require(not run_dir.exists() or run_dir.is_dir(), f"--out {str(run_dir)!r} is a file, not a folder")
+    entries = sorted(p.name for p in run_dir.iterdir()) if run_dir.is_dir() else []
+    if not entries or s.overwrite:
+        return
+    finished = (run_dir / artifacts.METRICS).is_file() and not (run_dir / artifacts.CHECKPOINT).exists()
+    if not s.resume:
+        state = "a finished run" if finished else (
+            "an unfinished run: add --resume to continue it" if (run_dir / artifacts.CONFIG).is_file()
+            else f"holds {', '.join(entries[:3])}{', ...' if len(entries) > 3 else ''}"
+        )
+        raise UsageError(
+            f"run folder {str(run_dir)!r} is not empty ({state}); pass --overwrite to "
+            "replace it or --out to pick another folder"
+        )
+    require((run_dir / artifacts.CONFIG).is_file(),
+             f"nothing to resume in {str(run_dir)!r}: it has no {artifacts.CONFIG}")
+    require(not finished,
+             f"nothing to resume in {str(run_dir)!r}: the run finished; pass --overwrite to train again")
+
+
+def choose_backend(s, presets):
+    """Set `KERAS_BACKEND` (before Keras is imported) and return its name."""
+    requested = s.backend or os.environ.get("KERAS_BACKEND")
+    if "keras" in sys.modules:
+        import keras
+
+        current = keras.backend.backend()
+        require(s.backend is None or s.backend == current,
+                 f"Keras is already imported with the {current} backend in this process; "
+                 f"cannot switch to {s.backend}")
+        return current
+    backend = requested or DEFAULT_BACKEND[presets.DATASETS[s.dataset].architecture]
+    require(backend in BACKENDS, f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    os.environ["KERAS_BACKEND"] = backend
+    return backend
+
