@@ -93,7 +93,7 @@ class CodebookKMeansInit(keras.callbacks.Callback):
             )
         with threadpool_limits(1):  # many-threaded OpenMP is far slower on shared CPUs
             kmeans = KMeans(num_codes, n_init=1, random_state=self.seed).fit(z)
-        layer.codebook.assign(kmeans.cluster_centers_.astype("float32"))
+        layer.set_codebook(kmeans.cluster_centers_.astype("float32"))
         self.epoch, self.inertia = epoch, float(kmeans.inertia_)
         print(
             f"CodebookKMeansInit: codebook set to K-means (K={num_codes}) of "
@@ -154,7 +154,7 @@ class DeadCodeRestart(keras.callbacks.Callback):
         chosen = z[self.rng.choice(len(z), size=len(dead), replace=len(dead) > len(z))]
         scale = self.noise * z.std(axis=0, keepdims=True)
         codebook[dead] = chosen + scale * self.rng.standard_normal(chosen.shape)
-        layer.codebook.assign(codebook)
+        layer.set_codebook(codebook)
         print(
             f"DeadCodeRestart: {len(dead)} of {len(codebook)} codewords unused; "
             f"moved onto encoder outputs before epoch {epoch + 1}.",

@@ -12,6 +12,12 @@ from dataclasses import dataclass
 #: `softvq_keras.BOTTLENECKS`; here so that Keras-free code can list them).
 MODEL_NAMES = ("ae", "vae", "betavae", "infodropout", "vq", "softvq")
 
+#: Layer options beyond the paper, listed here for Keras-free code (the CLI):
+#: how the quantizers' codebook learns (`codebook_update`, both quantizers)...
+CODEBOOK_UPDATES = ("gradient", "ema")
+#: ...and `InformationDropout`'s cost (`weighting`).
+INFODROPOUT_WEIGHTINGS = ("safe", "notebook")
+
 
 @dataclass(frozen=True)
 class DatasetInfo:

@@ -39,7 +39,18 @@ def _infodropout(p, dataset, seed):
         max_alpha=p["max_alpha"],
         reconstruction_size=_reconstruction_size(dataset),
         seed=seed,
+        weighting=p.get("infodropout_weighting", "safe"),
         name="bottleneck",
+    )
+
+
+def _ema(p):
+    """The EMA codebook options (layer defaults unless overridden)."""
+    return dict(
+        codebook_update=p.get("codebook_update", "gradient"),
+        decay=p.get("decay", 0.99),
+        epsilon=p.get("ema_epsilon", 1e-5),
+        dead_code_threshold=p.get("dead_code_threshold", 0.0),
     )
 
 
@@ -49,6 +60,8 @@ def _vq(p, dataset, seed):
         commitment_cost=p["commitment_cost"],
         loss_weight=p["loss_weight"],
         codebook_initializer=p["codebook_initializer"],
+        seed=seed,
+        **_ema(p),
         name="bottleneck",
     )
 
@@ -63,9 +76,19 @@ def _softvq(p, dataset, seed):
         variance=p.get("variance", "per_input"),
         codebook_initializer=p["codebook_initializer"],
         seed=seed,
+        **_ema(p),
         name="bottleneck",
     )
 
+
+#: Settings that are layer options rather than preset keys (defaults in the layers).
+LAYER_OPTIONS = {
+    "softvq": {"latent_noise_stddev", "variance"},
+    "infodropout": {"infodropout_weighting"},
+}
+EMA_OPTIONS = {"codebook_update", "decay", "ema_epsilon", "dead_code_threshold"}
+for _name in ("vq", "softvq"):
+    LAYER_OPTIONS[_name] = LAYER_OPTIONS.get(_name, set()) | EMA_OPTIONS
 
 BOTTLENECKS = {
     "ae": _ae,
@@ -82,7 +105,10 @@ def bottleneck_settings(model, dataset, **overrides):
 
     `codebook_size` sets the K of whichever quantizer `model` is; `beta` sets
     the KL weight of `vae`, `betavae` or `infodropout`; `latent_noise_stddev`
-    and `variance` are passed to `SoftVectorQuantizer`.
+    and `variance` are passed to `SoftVectorQuantizer`; `codebook_update`,
+    `decay`, `ema_epsilon` and `dead_code_threshold` to either quantizer
+    (EMA codebook); `infodropout_weighting` to `InformationDropout`. A
+    layer option given to a model that does not have it is an error.
     """
     if model not in BOTTLENECKS:
         raise ValueError(
@@ -99,7 +125,7 @@ def bottleneck_settings(model, dataset, **overrides):
             model, "infodropout_beta"
         )
         p[key] = overrides.pop("beta")
-    unknown = set(overrides) - set(p) - {"latent_noise_stddev", "variance"}
+    unknown = set(overrides) - set(p) - LAYER_OPTIONS.get(model, set())
     if unknown:
         raise ValueError(f"Unknown bottleneck settings: {sorted(unknown)}.")
     p.update(overrides)

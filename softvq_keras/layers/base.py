@@ -60,20 +60,22 @@ class Bottleneck(keras.layers.Layer):
         head.build(features_shape)
         return head
 
-    def _quantizer_outputs(self, z, quantized, code_probs):
+    def _quantizer_outputs(self, z, quantized, code_probs, train_codebook=True):
         """Losses and straight-through output shared by the quantizers.
 
         `codebook = mean((quantized - sg(z))^2)` and
         `commitment = mean((sg(quantized) - z)^2)` per sample; adds
         `loss_weight * (codebook + commitment_cost * commitment)` (batch
-        means); the decoder gets `z + sg(quantized - z)`.
+        means), or only `loss_weight * commitment_cost * commitment` when
+        `train_codebook` is false (EMA codebook: the term is only reported);
+        the decoder gets `z + sg(quantized - z)`.
         """
         codebook = per_sample_mean(ops.square(quantized - ops.stop_gradient(z)))
         commitment = per_sample_mean(ops.square(ops.stop_gradient(quantized) - z))
-        self.add_loss(
-            self.loss_weight
-            * (ops.mean(codebook) + self.commitment_cost * ops.mean(commitment))
-        )
+        total = self.commitment_cost * ops.mean(commitment)
+        if train_codebook:
+            total = ops.mean(codebook) + total
+        self.add_loss(self.loss_weight * total)
         return {
             "output": z + ops.stop_gradient(quantized - z),
             "codebook_loss": codebook,

@@ -8,13 +8,14 @@ from softvq_keras.layers.base import (
     make_codebook_initializer,
     squared_distances,
 )
+from softvq_keras.layers.ema import EMACodebookMixin
 
 WEIGHTINGS = ("mnist_code", "svhn_code", "gaussian")
 VARIANCES = ("per_input", "per_code")
 
 
 @keras.saving.register_keras_serializable(package="softvq")
-class SoftVectorQuantizer(Bottleneck):
+class SoftVectorQuantizer(EMACodebookMixin, Bottleneck):
     """Soft VQ: the decoder gets the posterior mean of the codewords.
 
     A second head on the encoder's last hidden layer gives one log standard
@@ -52,6 +53,17 @@ class SoftVectorQuantizer(Bottleneck):
         variance: `"per_input"` (the notebooks: the `s` head) or
             `"per_code"` (a free log standard deviation per codeword; the
             layer then ignores `features`, but still takes them).
+        codebook_update: `"gradient"` (the paper) or `"ema"`: the codebook
+            follows exponential moving averages of the encoder outputs
+            weighted by the posterior `p` (soft counts `sum_b p_bk`, see
+            `softvq_keras.layers.ema`) and gets no gradient; both loss terms
+            stay, since the codebook term also trains `z` and the variance
+            head through the posterior.
+        decay: EMA decay (0.99).
+        epsilon: Laplace smoothing of the EMA cluster sizes (1e-5).
+        dead_code_threshold: with EMA, a code whose EMA soft cluster size
+            falls under this value is moved onto a random encoder output of
+            the batch; 0 (default) turns it off.
 
     Inputs `[z, features]`, `z: (batch, d)`, `features: (batch, F)`. Returns
     `{"output": (batch, d), "codebook_loss": (batch,), "commitment_loss":
@@ -77,6 +89,10 @@ class SoftVectorQuantizer(Bottleneck):
         codebook_initializer="uniform_unit_scaling",
         seed=None,
         variance="per_input",
+        codebook_update="gradient",
+        decay=0.99,
+        epsilon=1e-5,
+        dead_code_threshold=0.0,
         **kwargs,
     ):
         kwargs.setdefault("dtype", "float32")
@@ -105,6 +121,7 @@ class SoftVectorQuantizer(Bottleneck):
         self.seed = seed
         self.variance = variance
         self.seed_generator = keras.random.SeedGenerator(seed)
+        self._init_ema(codebook_update, decay, epsilon, dead_code_threshold)
         self.log_sigma_head = None
         self.log_sigma = None
 
@@ -112,10 +129,8 @@ class SoftVectorQuantizer(Bottleneck):
         z_shape, features_shape = self._shapes(input_shape)
         self._require_features(features_shape)
         latent_dim = z_shape[-1]
-        self.codebook = self.add_weight(
-            shape=(self.num_codes, latent_dim),
-            initializer=make_codebook_initializer(self.codebook_initializer, latent_dim),
-            name="codebook",
+        self._build_codebook(
+            latent_dim, make_codebook_initializer(self.codebook_initializer, latent_dim)
         )
         if self.variance == "per_code":
             self.log_sigma = self.add_weight(
@@ -128,7 +143,12 @@ class SoftVectorQuantizer(Bottleneck):
 
     def posterior(self, z, log_sigma):
         """Weights `p (batch, K)` and the soft output `zhat (batch, d)`."""
-        distances = squared_distances(z, self.codebook)
+        codebook = self.codebook
+        if self.uses_ema:
+            # A copy: the EMA step assigns the codebook in place after this,
+            # and torch's autograd needs the value used here for backward.
+            codebook = ops.copy(ops.convert_to_tensor(codebook))
+        distances = squared_distances(z, codebook)
         precision = ops.exp(-2.0 * log_sigma)
         logits = -0.5 * precision * distances
         if self.weighting == "mnist_code":
@@ -137,7 +157,7 @@ class SoftVectorQuantizer(Bottleneck):
             logits = logits - ops.cast(ops.shape(z)[-1], z.dtype) * log_sigma
         probs = ops.softmax(logits, axis=-1)
         mix = probs * ops.exp(log_sigma) if self.weighting == "svhn_code" else probs
-        return probs, ops.matmul(mix, self.codebook)
+        return probs, ops.matmul(mix, codebook)
 
     def call(self, inputs, training=None):
         z, features = self._split(inputs)
@@ -154,6 +174,8 @@ class SoftVectorQuantizer(Bottleneck):
                 ops.shape(z), seed=self.seed_generator
             )
         probs, zhat = self.posterior(noisy, log_sigma)
+        if training and self.uses_ema:
+            self._ema_update(z, probs)
         return self._quantizer_outputs(z, zhat, probs)
 
     def get_config(self):
@@ -167,4 +189,5 @@ class SoftVectorQuantizer(Bottleneck):
             "codebook_initializer": self.codebook_initializer,
             "seed": self.seed,
             "variance": self.variance,
+            **self._ema_config(),
         }

@@ -8,10 +8,11 @@ from softvq_keras.layers.base import (
     make_codebook_initializer,
     squared_distances,
 )
+from softvq_keras.layers.ema import EMACodebookMixin
 
 
 @keras.saving.register_keras_serializable(package="softvq")
-class VectorQuantizer(Bottleneck):
+class VectorQuantizer(EMACodebookMixin, Bottleneck):
     """Nearest-codeword quantizer with a straight-through gradient.
 
     `k* = argmin_k ||z - e_k||^2`, `zq = e_{k*}`. Losses (means over elements):
@@ -26,6 +27,19 @@ class VectorQuantizer(Bottleneck):
             reuse the soft-VQ values, 2.5 on MNIST and 7.5 on SVHN).
         loss_weight: w, the weight of the whole VQ loss.
         codebook_initializer: `"uniform_unit_scaling"` or `"variance_scaling"`.
+        codebook_update: `"gradient"` (the paper: the codebook loss trains the
+            codebook) or `"ema"` (van den Oord et al., appendix A.1: the
+            codebook follows exponential moving averages of the encoder
+            outputs assigned to each code, see `softvq_keras.layers.ema`; the
+            codebook is then a non-trainable weight and only
+            `loss_weight * commitment_cost * commitment` is added, the
+            codebook term is still returned for logging).
+        decay: EMA decay (0.99), with `codebook_update="ema"`.
+        epsilon: Laplace smoothing of the EMA cluster sizes (1e-5).
+        dead_code_threshold: with EMA, a code whose EMA cluster size (expected
+            picks per batch) falls under this value is moved onto a random
+            encoder output of the batch; 0 (default) turns it off.
+        seed: integer seed of the dead-code choice's `SeedGenerator`.
 
     Inputs `[z, features]` (features ignored), `z: (batch, d)`. Returns
     `{"output": (batch, d), "codebook_loss": (batch,), "commitment_loss":
@@ -38,6 +52,14 @@ class VectorQuantizer(Bottleneck):
     >>> out = vq([keras.ops.ones((2, 4)), keras.ops.ones((2, 3))])
     >>> tuple(out["code_probs"].shape)
     (2, 8)
+    >>> ema = VectorQuantizer(num_codes=8, codebook_update="ema")
+    >>> out = ema([keras.ops.ones((2, 4)), keras.ops.ones((2, 3))], training=True)
+    >>> [w.name for w in ema.non_trainable_weights][:3]
+    ['codebook', 'ema_cluster_size', 'ema_codeword_sum']
+
+    Reference:
+        van den Oord, Vinyals, Kavukcuoglu, "Neural Discrete Representation
+        Learning", NeurIPS 2017 (EMA updates: appendix A.1).
     """
 
     loss_terms = ("codebook", "commitment")
@@ -48,6 +70,11 @@ class VectorQuantizer(Bottleneck):
         commitment_cost=0.25,
         loss_weight=1.0,
         codebook_initializer="uniform_unit_scaling",
+        codebook_update="gradient",
+        decay=0.99,
+        epsilon=1e-5,
+        dead_code_threshold=0.0,
+        seed=None,
         **kwargs,
     ):
         kwargs.setdefault("dtype", "float32")
@@ -59,14 +86,18 @@ class VectorQuantizer(Bottleneck):
         self.loss_weight = float(loss_weight)
         self.codebook_initializer = codebook_initializer
         make_codebook_initializer(codebook_initializer, 1)  # validates the name
+        self._init_ema(codebook_update, decay, epsilon, dead_code_threshold)
+        self.seed = seed
+        # Only dead-code replacement draws random numbers.
+        self.seed_generator = (
+            keras.random.SeedGenerator(seed) if self.dead_code_threshold > 0 else None
+        )
 
     def build(self, input_shape):
         z_shape, _ = self._shapes(input_shape)
         latent_dim = z_shape[-1]
-        self.codebook = self.add_weight(
-            shape=(self.num_codes, latent_dim),
-            initializer=make_codebook_initializer(self.codebook_initializer, latent_dim),
-            name="codebook",
+        self._build_codebook(
+            latent_dim, make_codebook_initializer(self.codebook_initializer, latent_dim)
         )
 
     def nearest_codes(self, z):
@@ -77,8 +108,11 @@ class VectorQuantizer(Bottleneck):
     def call(self, inputs, training=None):
         z, _ = self._split(inputs)
         indices, zq = self.nearest_codes(z)
+        one_hot = ops.one_hot(indices, self.num_codes, dtype=z.dtype)
+        if training and self.uses_ema:
+            self._ema_update(z, one_hot)
         return self._quantizer_outputs(
-            z, zq, ops.one_hot(indices, self.num_codes, dtype=z.dtype)
+            z, zq, one_hot, train_codebook=not self.uses_ema
         )
 
     def get_config(self):
@@ -88,4 +122,6 @@ class VectorQuantizer(Bottleneck):
             "commitment_cost": self.commitment_cost,
             "loss_weight": self.loss_weight,
             "codebook_initializer": self.codebook_initializer,
+            **self._ema_config(),
+            "seed": self.seed,
         }

@@ -263,6 +263,37 @@ def test_infodropout_loss_matches_numpy_on_random_input():
     assert added_loss(layer) == pytest.approx(0.5 * kl.mean() / 64, rel=1e-5)
 
 
+def test_infodropout_notebook_weighting_is_a_mean_over_units_with_linear_f():
+    layer = make_small("infodropout", infodropout_weighting="notebook")
+    assert layer.weighting == "notebook" and layer.latent_activation is None
+    assert make_small("infodropout").latent_activation == "relu"
+    f, h = small_inputs(seed=7)  # negative f allowed: the notebook's f is linear
+    rng = np.random.default_rng(8)
+    kernel = rng.normal(size=(FEATURES, LATENT)).astype("float32")
+    bias = rng.normal(size=LATENT).astype("float32")
+    layer([f, h], training=False)
+    layer.alpha_head.set_weights([kernel, bias])
+    out = to_numpy(layer([f, h], training=True))
+    alpha = 0.001 + 0.7 / (1 + np.exp(-(h @ kernel + bias)))
+    cost = (-np.log(alpha / 0.7 + 0.001)).mean(1)  # mean, not sum, over units
+    np.testing.assert_allclose(out["kl_loss"], cost, rtol=1e-5)
+    assert added_loss(layer) == pytest.approx(0.5 * cost.mean() / 64, rel=1e-5)
+    # Noise still multiplies f with the safe alpha: log|out / f| = alpha * eps.
+    ratio = np.log(out["output"] / f)
+    assert np.all(np.abs(ratio) <= alpha * 6)
+    assert np.abs(ratio).max() > 0.01
+
+
+def test_infodropout_notebook_model_has_a_linear_z_head():
+    from softvq_keras import build_autoencoder
+
+    layer = make_small("infodropout", infodropout_weighting="notebook")
+    model, _ = build_autoencoder(layer, (64,), 4, "mlp")
+    assert model.get_layer("z").activation is keras.activations.linear
+    with pytest.raises(ValueError, match="Unknown weighting 'paper'"):
+        InformationDropout(weighting="paper")
+
+
 def softvq_reference(z, log_sigma, codebook, weighting="mnist_code"):
     """method.md's closed form in float64: weights p (B, K) and zhat (B, d)."""
     z, log_sigma, codebook = (np.asarray(a, np.float64) for a in (z, log_sigma, codebook))
