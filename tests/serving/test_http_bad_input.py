@@ -131,7 +131,7 @@ PNG_CASES = {
                                    "could not parse the multipart/form-data body"),
     "multipart, empty boundary": ({"data": b"--\r\ngarbage",
                                    "headers": {"Content-Type": "multipart/form-data; boundary="}},
-                                  400, "could not parse the multipart/form-data body"),
+                                  400, 'no "image" field'),
     "pickle": ({"data": b"\x80\x05N.",
                 "headers": {"Content-Type": "application/vnd.bentoml+pickle"}}, 415,
                "unsupported Content-Type application/vnd.bentoml+pickle"),
@@ -150,3 +150,20 @@ def test_bad_png_upload(post, case):
     assert response.status_code == status, response.text
     assert message in response.json()["error"]
     _assert_still_serving(post)
+
+
+def test_refused_requests_are_one_log_line_and_start_up_is_clean(server, post):
+    """A malformed JSON body: one INFO line in the server log, no [ERROR] traceback."""
+    import time
+
+    before = server.log(tail=10**7)
+    assert "PydanticJsonSchemaWarning" not in before and "Traceback" not in before
+    assert "API keys: off, every route is open" in before
+    response = post("/encode", data=b'{"images": [[1, 2', headers=JSON)
+    assert response.status_code == 400
+    time.sleep(0.5)  # let the server flush its log
+    new = server.log(tail=10**7)[len(before):]
+    lines = [line for line in new.splitlines() if line.strip()]
+    assert len(lines) == 1, new
+    assert "[INFO]" in lines[0] and "refused /encode [POST] (client error, answered 4xx)" in lines[0]
+    assert "Invalid JSON" in lines[0] and "[1, 2" not in lines[0]
