@@ -11,7 +11,15 @@ Prints, for one MNIST-shaped image (784 raw pixels):
   p50 / p99 latency (targets: p50 <= 3 ms);
 - `/encode` with 32 concurrent clients (one connection each, one image per
   request, and then 32 images per request): images/s, p50 / p99, errors and
-  wrong answers (targets: >= 2,000 images/s, 0 errors).
+  wrong answers (targets: >= 2,000 images/s, 0 errors);
+- side by side with the floor: the same `/encode` served by a bare
+  Starlette/uvicorn app (`benchmarks/bare_app.py`: the same checks, batching
+  and forward pass, no BentoML), in alternating rounds on the same machine in
+  the same run, 32 clients, one image per request. Printed: each round's
+  images/s, errors and server CPU per request for both, and BentoML's images/s
+  as a fraction of the bare app's (target: >= 1/1.3 = 0.77, 0 errors).
+  Absolute figures on a loaded machine drift; the ratio of neighbouring
+  rounds does not.
 
 Every HTTP answer is checked against the in-process latents (atol 1e-4).
 
@@ -192,6 +200,58 @@ async def load(url, image, expected, clients, requests_per_client, images_per_re
     }
 
 
+class BareServer:
+    """`benchmarks/bare_app.py` under uvicorn in a subprocess (the same defaults as BentoML's)."""
+
+    def __init__(self, run_dir, ready_timeout=180.0):
+        from serving.launch import free_port
+
+        self.run_dir = Path(run_dir)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ready_timeout = ready_timeout
+        self.process = None
+
+    def __enter__(self):
+        import subprocess
+        import urllib.request
+
+        root = Path(__file__).resolve().parents[1]
+        env = {**os.environ, "SOFTVQ_RUN_DIR": str(self.run_dir.resolve()),
+               "PYTHONPATH": os.pathsep.join(
+                   p for p in (str(root), os.environ.get("PYTHONPATH")) if p)}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--app-dir", str(root / "benchmarks"), "--factory",
+             "bare_app:create_app", "--host", "127.0.0.1", "--port", str(self.port),
+             "--no-access-log", "--log-level", "warning", "--no-server-header"],
+            env=env, cwd=str(root), start_new_session=True,
+        )
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the bare app exited with {self.process.returncode}")
+            try:
+                with urllib.request.urlopen(self.url + "/readyz", timeout=2) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.5)
+        self.__exit__()
+        raise RuntimeError("the bare app was not ready in time")
+
+    def __exit__(self, *exc):
+        import signal
+        import subprocess
+
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+
+
 def server_cpu_seconds(server):
     """CPU seconds used so far by the server's processes (supervisor and workers)."""
     import psutil
@@ -215,12 +275,49 @@ def measured(server, coroutine):
     return result
 
 
+def side_by_side(server, bare, image, expected, clients, per_client, rounds):
+    """Alternating rounds on BentoML and the bare app; prints the ratio; returns errors."""
+    results = {"bentoml": [], "bare": []}
+    for name, target in (("bare", bare), ("bentoml", server)):  # warm both up
+        asyncio.run(load(target.url, image, expected, clients, 5, 1))
+    print(f"\nside by side, /encode, {clients} clients, 1 image/request "
+          "(images/s, errors, server CPU ms/request)")
+    for index in range(rounds):
+        order = [("bentoml", server), ("bare", bare)]
+        if index % 2:
+            order.reverse()  # neither always runs first
+        row = {}
+        for name, target in order:
+            row[name] = measured(target, load(target.url, image, expected, clients,
+                                              per_client, 1))
+            results[name].append(row[name])
+        print(f"  round {index + 1}: BentoML {row['bentoml']['images_per_s']:6.0f} "
+              f"({row['bentoml']['errors']} errors, {row['bentoml']['server_cpu_ms']:.2f} ms)  "
+              f"bare {row['bare']['images_per_s']:6.0f} ({row['bare']['errors']} errors, "
+              f"{row['bare']['server_cpu_ms']:.2f} ms)  ratio "
+              f"{row['bentoml']['images_per_s'] / row['bare']['images_per_s']:.2f}")
+    ratios = [b["images_per_s"] / r["images_per_s"]
+              for b, r in zip(results["bentoml"], results["bare"])]
+    errors = sum(r["errors"] for rs in results.values() for r in rs)
+    cpu = {k: float(np.median([r["server_cpu_ms"] for r in v])) for k, v in results.items()}
+    ratio = float(np.median(ratios))
+    print(f"BentoML / bare app images/s: median {ratio:.2f} (rounds "
+          f"{', '.join(f'{r:.2f}' for r in ratios)}; target >= {1 / 1.3:.2f}, i.e. within "
+          f"1.3x: {'met' if ratio >= 1 / 1.3 else 'NOT met'}); errors {errors} (target 0); "
+          f"server CPU per request {cpu['bentoml']:.2f} ms vs {cpu['bare']:.2f} ms")
+    return errors
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", help="an MNIST-shaped run folder (default: build one)")
     parser.add_argument("--requests", type=int, default=2000,
                         help="sequential requests, and about the total of the concurrent test")
     parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alternating BentoML / bare-app rounds of the side-by-side test")
+    parser.add_argument("--side-by-side-only", action="store_true",
+                        help="only the side-by-side test against the bare app")
     args = parser.parse_args(argv)
 
     from serving.launch import BentoServer
@@ -234,9 +331,13 @@ def main(argv=None):
         for name, (one, many) in rows.items():
             print(f"  {name:<28} {one:8.3f}  {many:9.3f}")
 
-        with BentoServer(run_dir) as server:
+        per_client = max(args.requests // args.clients, 10)
+        with BentoServer(run_dir) as server, BareServer(run_dir) as bare:
+            errors = side_by_side(server, bare, image, expected, args.clients, per_client,
+                                  args.rounds)
+            if args.side_by_side_only:
+                return 0 if errors == 0 else 1
             seq = measured(server, load(server.url, image, expected, 1, args.requests, 1))
-            per_client = max(args.requests // args.clients, 10)
             conc = measured(server, load(server.url, image, expected, args.clients, per_client, 1))
             batched = measured(server, load(
                 server.url, image, expected, args.clients, max(per_client // 4, 5), 32))

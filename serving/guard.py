@@ -12,6 +12,14 @@
    (malformed JSON, a body that is not an object) stays 400 with a readable
    message, and a multipart body starlette cannot parse (BentoML answers 500
    for that) becomes 400.
+3. It answers **415** before BentoML parses anything when the content type
+   cannot be meant for the route: a form (`multipart/form-data`, with or
+   without a boundary, or `application/x-www-form-urlencoded`) sent to a JSON
+   route (BentoML would parse it with starlette's form parser, whose errors
+   it answers with 500: "Missing boundary in multipart."), and BentoML's
+   internal pickle type on any route. Forms sent to the PNG routes are parsed
+   here first: any parse error (missing or empty boundary, a broken part, an
+   unknown charset) is a 400 with starlette's reason.
 """
 
 import json
@@ -25,6 +33,31 @@ DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 #: Routes whose errors are rewritten, and how their input is described.
 JSON_ROUTES = ("/encode", "/cluster", "/classify")
 PNG_ROUTES = ("/encode_png", "/cluster_png", "/classify_png")
+#: Content types BentoML parses as forms (its MultipartSerde).
+FORM_TYPES = (b"multipart/form-data", b"application/x-www-form-urlencoded")
+#: BentoML's internal type for service-to-service calls (pickle): never from clients.
+PICKLE_TYPE = b"application/vnd.bentoml+pickle"
+
+
+def _media_type(scope):
+    """The request's media type, lower case, without parameters (b"" if none)."""
+    for name, value in scope.get("headers", []):
+        if name == b"content-type":
+            return value.split(b";")[0].strip().lower()
+    return b""
+
+
+def content_type_problem(path, media_type):
+    """`(status, message)` when `media_type` cannot be meant for `path`, else None."""
+    shown = media_type.decode("latin-1")
+    if media_type == PICKLE_TYPE:
+        return 415, (f"unsupported Content-Type {shown}: send application/json "
+                     "(or multipart/form-data to the *_png routes)")
+    if path in JSON_ROUTES and media_type in FORM_TYPES:
+        return 415, (f"unsupported Content-Type {shown} for {path}: send the JSON body "
+                     "with 'Content-Type: application/json' (to upload an image file, "
+                     f"use {path}_png)")
+    return None
 
 
 def max_body_bytes():
@@ -36,7 +69,7 @@ def _expected(path):
     """What a request to `path` should contain, from the served run's config."""
     if path in PNG_ROUTES:
         return (
-            'expected a multipart/form-data body with one PNG file in the field "image" '
+            'expected a multipart/form-data body with one PNG or JPEG file in the field "image" '
             "(curl -F image=@digit.png)"
         )
     try:
@@ -130,6 +163,10 @@ class RequestGuard:
 
         if path not in JSON_ROUTES + PNG_ROUTES:
             return await self.app(scope, replay, send)
+        refused = content_type_problem(path, _media_type(scope))
+        if refused:
+            status, message = refused
+            return await self._answer(send, status, {"error": f"{message}; {_expected(path)}"})
         if path in PNG_ROUTES:
             problem = await _form_problem(scope, body)
             if problem:
@@ -196,7 +233,7 @@ async def _form_problem(scope, body):
         if any(isinstance(v, str) for v in values):
             return '"image" is a text field, not a file upload (URLs are not fetched)'
         if len(values) > 1:
-            return f'{len(values)} files in "image"; send one PNG per request'
+            return f'{len(values)} files in "image"; send one image per request'
     finally:
         await form.close()
     return None

@@ -26,8 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-#: Files of a run folder the service needs (docs/ARTIFACTS.md).
+#: Files of a run folder the service needs (docs/ARTIFACTS.md); a run trained
+#: without labels (config.json `"labelled": false`) has no classifier.keras.
 REQUIRED_FILES = ("config.json", "encoder.keras", "classifier.keras", "kmeans.npz")
+UNLABELLED_FILES = ("config.json", "encoder.keras", "kmeans.npz")
 #: Largest batch one compiled call takes; bigger batches are split.
 DEFAULT_MAX_CHUNK = 64
 
@@ -54,6 +56,32 @@ def read_config(run_dir):
     ]
     if missing:
         raise RunFolderError(f"{path} lacks the keys {missing} (see docs/ARTIFACTS.md)")
+    return with_defaults(config)
+
+
+def with_defaults(config):
+    """`config` with the keys newer runs write, at their defaults for older runs.
+
+    `labelled` (True), `channels` (3 when image_shape is [H, W, 3], else 1),
+    `num_classes` (10 when labelled, else None), `class_names` ("0".."9" when
+    labelled), `clusters` (num_classes, else 10); docs/ARTIFACTS.md.
+    """
+    config = dict(config)
+    image_shape = list(config["image_shape"])
+    config.setdefault("labelled", True)
+    config["labelled"] = bool(config["labelled"])
+    if config.get("channels") is None:
+        config["channels"] = int(image_shape[2]) if len(image_shape) == 3 else 1
+    if config["labelled"]:
+        if config.get("num_classes") is None:
+            config["num_classes"] = len(config.get("class_names") or []) or 10
+        if not config.get("class_names"):
+            config["class_names"] = [str(i) for i in range(int(config["num_classes"]))]
+    else:
+        config["num_classes"] = None
+        config["class_names"] = None
+    if config.get("clusters") is None:
+        config["clusters"] = config["num_classes"] or 10
     return config
 
 
@@ -63,8 +91,20 @@ def _bucket(n, max_chunk):
 
 
 def _compile_forward(encoder, classifier):
-    """`f(x) -> (latents, probabilities)` as NumPy, fastest form per backend."""
+    """`f(x) -> (latents, probabilities)` as NumPy, fastest form per backend.
+
+    Without a classifier (a run trained without labels) the probabilities are
+    an empty `(N, 0)` array, so the batcher can split them like the latents.
+    """
     import keras
+
+    def head(z, *variables):
+        """The classifier on `z`, or an empty `(N, 0)` slice when there is none."""
+        if classifier is None:
+            return z[:, :0]
+        if variables:
+            return classifier.stateless_call(*variables, z, training=False)[0]
+        return classifier(z, training=False)
 
     backend = keras.backend.backend()
     if backend == "jax":
@@ -73,13 +113,13 @@ def _compile_forward(encoder, classifier):
         def stateless(variables, x):
             (enc_t, enc_n, cls_t, cls_n) = variables
             z, _ = encoder.stateless_call(enc_t, enc_n, x, training=False)
-            p, _ = classifier.stateless_call(cls_t, cls_n, z, training=False)
-            return z, p
+            return z, head(z, cls_t, cls_n)
 
         jitted = jax.jit(stateless)
         groups = (
             encoder.trainable_variables, encoder.non_trainable_variables,
-            classifier.trainable_variables, classifier.non_trainable_variables,
+            classifier.trainable_variables if classifier is not None else [],
+            classifier.non_trainable_variables if classifier is not None else [],
         )
 
         def forward(x):
@@ -97,7 +137,7 @@ def _compile_forward(encoder, classifier):
         @tf.function(input_signature=[spec])
         def graph(x):
             z = encoder(x, training=False)
-            return z, classifier(z, training=False)
+            return z, head(z)
 
         def forward(x):
             z, p = graph(x)
@@ -110,14 +150,14 @@ def _compile_forward(encoder, classifier):
         def forward(x):
             with torch.inference_mode():
                 z = encoder(x, training=False)
-                p = classifier(z, training=False)
+                p = head(z)
             return (keras.ops.convert_to_numpy(z), keras.ops.convert_to_numpy(p))
 
         return forward, False
 
     def forward(x):
         z = encoder(x, training=False)
-        p = classifier(z, training=False)
+        p = head(z)
         return keras.ops.convert_to_numpy(z), keras.ops.convert_to_numpy(p)
 
     return forward, False
@@ -126,9 +166,11 @@ def _compile_forward(encoder, classifier):
 class RunModel:
     """The artifacts of one run folder, ready to answer requests.
 
-    Attributes: `config` (config.json), `encoder`, `classifier` (Keras
-    models), `centroids` float32 `(clusters, latent_dim)`, `cluster_to_label`
-    int64 `(clusters,)`, `class_names`.
+    Attributes: `config` (config.json, with `with_defaults`), `labelled`,
+    `encoder`, `classifier` (Keras models; `classifier` is None for a run
+    trained without labels), `centroids` float32 `(clusters, latent_dim)`,
+    `cluster_to_label` int64 `(clusters,)` (None without labels),
+    `class_names` (None without labels).
 
     `predict(x)` maps scaled inputs `(N,) + input_shape` to `(latents,
     probabilities)`; `assign_clusters(latents)` gives cluster ids, their
@@ -139,7 +181,9 @@ class RunModel:
         run_dir = Path(run_dir)
         self.run_dir = run_dir
         self.config = read_config(run_dir)
-        missing = [name for name in REQUIRED_FILES if not (run_dir / name).is_file()]
+        self.labelled = bool(self.config["labelled"])
+        needed = REQUIRED_FILES if self.labelled else UNLABELLED_FILES
+        missing = [name for name in needed if not (run_dir / name).is_file()]
         if missing:
             raise RunFolderError(
                 f"run folder {str(run_dir)!r} lacks {', '.join(missing)}: is the run "
@@ -148,14 +192,23 @@ class RunModel:
         import keras
 
         self.encoder = keras.saving.load_model(run_dir / "encoder.keras", safe_mode=True)
-        self.classifier = keras.saving.load_model(
-            run_dir / "classifier.keras", safe_mode=True
-        )
+        self.classifier = None
+        if self.labelled:
+            self.classifier = keras.saving.load_model(
+                run_dir / "classifier.keras", safe_mode=True
+            )
         with np.load(run_dir / "kmeans.npz", allow_pickle=False) as f:
             self.centroids = np.asarray(f["centroids"], dtype=np.float32)
-            self.cluster_to_label = np.asarray(f["cluster_to_label"], dtype=np.int64)
-        self.class_names = list(
-            self.config.get("class_names") or [str(i) for i in range(10)]
+            self.cluster_to_label = None
+            if self.labelled:
+                if "cluster_to_label" not in f.files:
+                    raise RunFolderError(
+                        f"{run_dir / 'kmeans.npz'} lacks cluster_to_label, which a run "
+                        "trained with labels has (see docs/ARTIFACTS.md)"
+                    )
+                self.cluster_to_label = np.asarray(f["cluster_to_label"], dtype=np.int64)
+        self.class_names = (
+            [str(n) for n in self.config["class_names"]] if self.labelled else None
         )
         self._check_consistent()
         self.max_chunk = int(max_chunk)
@@ -174,13 +227,18 @@ class RunModel:
         if self.encoder.output_shape[-1] != latent_dim:
             problems.append(f"encoder.keras outputs {self.encoder.output_shape[-1]} values, "
                             f"config.json says latent_dim {latent_dim}")
-        if self.classifier.input_shape[-1] != latent_dim:
+        if self.classifier is not None and self.classifier.input_shape[-1] != latent_dim:
             problems.append(f"classifier.keras takes {self.classifier.input_shape[-1]} values, "
                             f"not latent_dim {latent_dim}")
+        if self.classifier is not None and (
+                self.classifier.output_shape[-1] != len(self.class_names)):
+            problems.append(f"classifier.keras has {self.classifier.output_shape[-1]} "
+                            f"classes, config.json names {len(self.class_names)}")
         if self.centroids.ndim != 2 or self.centroids.shape[1] != latent_dim:
             problems.append(f"kmeans.npz centroids are {self.centroids.shape}, "
                             f"expected (clusters, {latent_dim})")
-        elif self.cluster_to_label.shape != (self.centroids.shape[0],):
+        elif (self.cluster_to_label is not None
+              and self.cluster_to_label.shape != (self.centroids.shape[0],)):
             problems.append(f"kmeans.npz cluster_to_label is {self.cluster_to_label.shape}, "
                             f"expected ({self.centroids.shape[0]},)")
         if problems:
@@ -215,7 +273,8 @@ class RunModel:
     def assign_clusters(self, latents):
         """Nearest stored centroid per latent: `(cluster ids, labels, distances)`.
 
-        Distances are Euclidean, computed in float64.
+        Distances are Euclidean, computed in float64; `labels` is None for a
+        run trained without labels.
         """
         z = np.asarray(latents, dtype=np.float64)
         diff = z[:, None, :] - self.centroids.astype(np.float64)[None, :, :]
@@ -223,7 +282,7 @@ class RunModel:
         clusters = np.argmin(distances, axis=1)
         return (
             clusters,
-            self.cluster_to_label[clusters],
+            None if self.cluster_to_label is None else self.cluster_to_label[clusters],
             distances[np.arange(len(z)), clusters],
         )
 

@@ -6,9 +6,14 @@ Routes (POST; see serving/README.md for curl examples):
 
 - `/encode`   `{"images": [...]}` -> `{"latents": [[...], ...]}`
 - `/cluster`  `{"images": [...]}` -> `{"clusters": [...], "labels": [...], "distances": [...]}`
-- `/classify` `{"images": [...]}` -> `{"labels": [...], "probabilities": [[...], ...]}`
+- `/classify` `{"images": [...]}` -> `{"labels": [...], "names": [...], "probabilities": [[...], ...]}`
 - `/encode_png`, `/cluster_png`, `/classify_png`: the same answers for one PNG
-  uploaded as the multipart field `image` (`curl -F image=@digit.png`).
+  or JPEG uploaded as the multipart field `image` (`curl -F image=@digit.png`).
+
+A run trained without labels (config.json `"labelled": false`) answers
+`/classify` and `/classify_png` with 404, and `/cluster` without `labels`.
+With `SOFTVQ_API_KEYS` or `SOFTVQ_API_KEYS_FILE` set, the API routes need
+`Authorization: Bearer <key>` (serving/auth.py).
 
 BentoML adds `/livez`, `/healthz`, `/readyz`, `/metrics` and the OpenAPI page
 at `/` (spec at `/docs.json`).
@@ -34,17 +39,21 @@ in its supervising process too, so Keras is loaded in `__init__` only.
 
 import logging
 import os
+import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import bentoml
 from pydantic import BaseModel, Field, WithJsonSchema
 from starlette.responses import JSONResponse
 
+from serving.auth import ApiKeyError, ApiKeyGuard, describe, load_api_keys
 from serving.batching import MicroBatcher
 from serving.guard import RequestGuard, max_body_bytes
+from serving.logs import install_refusal_filter
 from serving.runtime import RunModel, default_run_dir
-from serving.validation import ImageSpec, InvalidInput, image_from_png, images_from_json
+from serving.schema import images_schema, served_config
+from serving.validation import ImageSpec, InvalidInput, image_from_upload, images_from_json
 
 logger = logging.getLogger("bentoml.service.softvq")
 
@@ -60,21 +69,19 @@ MODEL_BATCH = int(os.environ.get("SOFTVQ_MODEL_BATCH", "256"))
 #: Concurrent requests one server accepts before answering 429.
 MAX_CONCURRENCY = 256
 
-Images = Annotated[
-    Any,
-    WithJsonSchema({
-        "type": "array",
-        "description": (
-            "A batch of 1 to SOFTVQ_MAX_BATCH images of raw pixel values (0-255, "
-            "0-16 for digits), each shaped like one dataset example (e.g. 28x28), "
-            "like the encoder input (784) or flat."
-        ),
-        "items": {"type": "array", "items": {}},
-        "example": [[0] * 784],
-    }),
-]
+try:  # a key setting that cannot be used stops the service before it starts
+    API_KEYS = load_api_keys()
+except ApiKeyError as e:
+    print(f"softvq: refusing to start: {e}", file=sys.stderr, flush=True)
+    raise SystemExit(2) from None
+
+#: The `images` field; its OpenAPI schema follows the served run (serving/schema.py).
+Images = Annotated[Any, WithJsonSchema(images_schema(served_config(), MAX_BATCH))]
 #: One uploaded file; BentoML stores it in the request's temporary folder.
-PngFile = Annotated[Path, Field(description="One 8-bit PNG sized like a dataset image.")]
+#: Required (no default): a `None` default on a file field is what made pydantic
+#: print a PydanticJsonSchemaWarning at every start.
+PngFile = Annotated[Path, Field(
+    description="One 8-bit PNG or a JPEG sized like one image of the run.")]
 
 
 class EncodeResponse(BaseModel):
@@ -83,12 +90,16 @@ class EncodeResponse(BaseModel):
 
 class ClusterResponse(BaseModel):
     clusters: list[int] = Field(description="Nearest stored K-means centroid per image.")
-    labels: list[int] = Field(description="The class matched to that cluster (Hungarian).")
+    labels: Optional[list[int]] = Field(
+        default=None,
+        description="The class matched to that cluster (Hungarian); absent when the run "
+        "was trained without labels.")
     distances: list[float] = Field(description="Euclidean distance to that centroid.")
 
 
 class ClassifyResponse(BaseModel):
     labels: list[int] = Field(description="Most probable class per image.")
+    names: list[str] = Field(description="Its class name (config.json class_names).")
     probabilities: list[list[float]] = Field(description="Softmax over the classes.")
 
 
@@ -103,6 +114,9 @@ def error_response(error):
     traffic={"timeout": 30, "max_concurrency": MAX_CONCURRENCY},
     logging={"access": {"enabled": os.environ.get("SOFTVQ_ACCESS_LOG", "0") == "1"}},
     metrics={"enabled": os.environ.get("SOFTVQ_METRICS", "1") == "1"},
+    # OpenTelemetry spans cost ~0.2 ms of CPU per request (serving/README.md) and
+    # go nowhere unless an exporter is configured: off unless SOFTVQ_TRACING=1.
+    tracing={} if os.environ.get("SOFTVQ_TRACING", "0") == "1" else {"excluded_urls": [".*"]},
 )
 class SoftVQService:
     """Encode, cluster and classify images with one exported training run."""
@@ -112,6 +126,8 @@ class SoftVQService:
         self.model = RunModel(self.run_dir)
         self.spec = ImageSpec.from_config(self.model.config, MAX_BATCH)
         self.batcher = MicroBatcher(self.model.predict, max_batch=MODEL_BATCH)
+        logger.info(describe(API_KEYS))
+        install_refusal_filter()  # a refused request is one log line, not a traceback
 
     @bentoml.on_shutdown
     def close(self):
@@ -124,7 +140,7 @@ class SoftVQService:
 
     def _from_png(self, image):
         data = image.read_bytes() if image is not None else b""
-        return image_from_png(data, self.spec)
+        return image_from_upload(data, self.spec)
 
     @staticmethod
     def _latents(latents, probabilities):
@@ -132,21 +148,26 @@ class SoftVQService:
 
     def _clusters(self, latents, probabilities):
         clusters, labels, distances = self.model.assign_clusters(latents)
-        return {
-            "clusters": clusters.tolist(),
-            "labels": labels.tolist(),
-            "distances": distances.tolist(),
-        }
+        answer = {"clusters": clusters.tolist()}
+        if labels is not None:
+            answer["labels"] = labels.tolist()
+        answer["distances"] = distances.tolist()
+        return answer
 
-    @staticmethod
-    def _classes(latents, probabilities):
+    def _classes(self, latents, probabilities):
+        labels = probabilities.argmax(axis=1)
         return {
-            "labels": probabilities.argmax(axis=1).tolist(),
+            "labels": labels.tolist(),
+            "names": [self.model.class_names[i] for i in labels],
             "probabilities": probabilities.tolist(),
         }
 
     async def _serve(self, check, value, answer):
         """Check `value` (4xx answer if bad), run the model, format with `answer`."""
+        if answer == self._classes and not self.model.labelled:
+            return error_response(InvalidInput(
+                "no classifier: this run was trained without labels (config.json "
+                '"labelled": false), so it has no classes; /encode and /cluster answer', 404))
         try:
             x = check(value)
         except InvalidInput as e:
@@ -155,34 +176,37 @@ class SoftVQService:
         return JSONResponse(answer(latents, probabilities))
 
     @bentoml.api(route="/encode")
-    async def encode(self, images: Images = None) -> EncodeResponse:
+    async def encode(self, images: Images) -> EncodeResponse:
         """Latent vectors z (the encoder's output) for a batch of images."""
         return await self._serve(self._from_json, images, self._latents)
 
     @bentoml.api(route="/cluster")
-    async def cluster(self, images: Images = None) -> ClusterResponse:
+    async def cluster(self, images: Images) -> ClusterResponse:
         """Nearest K-means cluster (fitted on the training latents) per image."""
         return await self._serve(self._from_json, images, self._clusters)
 
     @bentoml.api(route="/classify")
-    async def classify(self, images: Images = None) -> ClassifyResponse:
+    async def classify(self, images: Images) -> ClassifyResponse:
         """Class label and probabilities from the softmax head on the latents."""
         return await self._serve(self._from_json, images, self._classes)
 
     @bentoml.api(route="/encode_png")
-    async def encode_png(self, image: PngFile = None) -> EncodeResponse:
-        """`/encode` for one PNG uploaded as the multipart field `image`."""
+    async def encode_png(self, image: PngFile) -> EncodeResponse:
+        """`/encode` for one PNG or JPEG uploaded as the multipart field `image`."""
         return await self._serve(self._from_png, image, self._latents)
 
     @bentoml.api(route="/cluster_png")
-    async def cluster_png(self, image: PngFile = None) -> ClusterResponse:
-        """`/cluster` for one PNG uploaded as the multipart field `image`."""
+    async def cluster_png(self, image: PngFile) -> ClusterResponse:
+        """`/cluster` for one PNG or JPEG uploaded as the multipart field `image`."""
         return await self._serve(self._from_png, image, self._clusters)
 
     @bentoml.api(route="/classify_png")
-    async def classify_png(self, image: PngFile = None) -> ClassifyResponse:
-        """`/classify` for one PNG uploaded as the multipart field `image`."""
+    async def classify_png(self, image: PngFile) -> ClassifyResponse:
+        """`/classify` for one PNG or JPEG uploaded as the multipart field `image`."""
         return await self._serve(self._from_png, image, self._classes)
 
 
+# The key check is outermost: a request without a valid key is refused before
+# its body is read.
+SoftVQService.add_asgi_middleware(ApiKeyGuard, keys=API_KEYS)
 SoftVQService.add_asgi_middleware(RequestGuard, max_bytes=max_body_bytes())

@@ -1,7 +1,7 @@
-"""Request checking for the service: JSON pixel lists and PNG uploads to arrays.
+"""Request checking for the service: JSON pixel lists and PNG/JPEG uploads to arrays.
 
 Nothing here imports Keras or BentoML: every check is plain NumPy (and Pillow
-for PNGs), so it is cheap and testable on its own. A bad request raises
+for uploads), so it is cheap and testable on its own. A bad request raises
 `InvalidInput` with an HTTP status and a message that names the problem and
 says what was expected; the service turns it into a JSON error response.
 
@@ -58,6 +58,11 @@ class ImageSpec:
             offset=float(config["offset"]),
             max_batch=int(max_batch),
         )
+
+    @property
+    def channels(self):
+        """1 for greyscale runs (image_shape [H, W]), 3 for colour ([H, W, 3])."""
+        return int(self.image_shape[2]) if len(self.image_shape) == 3 else 1
 
     @property
     def flat_size(self):
@@ -216,6 +221,9 @@ def images_from_json(images, spec):
     return spec.scale(array)
 
 
+JPEG_SIGNATURE = b"\xff\xd8\xff"
+
+
 def _png_size(data):
     """(width, height, bit depth, colour type) from the PNG's IHDR chunk."""
     if len(data) < 33 or data[12:16] != b"IHDR":
@@ -225,45 +233,67 @@ def _png_size(data):
     return width, height, data[24], data[25]
 
 
-def image_from_png(data, spec):
-    """Decode one uploaded PNG into the float32 model input `(1,) + input_shape`.
+def image_from_upload(data, spec):
+    """Decode one uploaded PNG or JPEG into the float32 model input `(1,) + input_shape`.
 
-    The PNG must be 8-bit, sized like one dataset image (e.g. 28x28), greyscale
-    for greyscale datasets (colour is converted to luminance) and RGB for colour
-    ones (alpha is dropped). Its 0-255 values are mapped to the dataset's range
-    (`value / 255 * pixel_max`; the identity for MNIST and CIFAR-10) before the
-    training scaling. Raises `InvalidInput` for anything else.
+    The file must be an 8-bit PNG or a JPEG sized like one image of the run
+    (`image_shape`, e.g. 28x28; the size is checked from the header before
+    any pixel is decoded). It is converted to the run's channels with Pillow:
+    greyscale runs take luminance (`convert("L")`), colour runs RGB (alpha is
+    dropped). Its 0-255 values are mapped to the dataset's range (`value / 255
+    * pixel_max`; the identity for 255-valued data) before the training
+    scaling. Raises `InvalidInput` for anything else.
     """
+    height, width = spec.image_shape[:2]
+    colour = "RGB" if spec.channels == 3 else "greyscale"
     expected = (
-        f"expected one 8-bit PNG of {spec.image_shape[1]}x{spec.image_shape[0]} pixels "
-        f"({'RGB' if len(spec.image_shape) == 3 else 'greyscale'}) in the multipart "
-        'field "image"'
+        f"expected one 8-bit PNG or JPEG image of {width}x{height} pixels ({colour}; "
+        f"other sizes must be resized first) in the multipart field \"image\""
     )
     if not isinstance(data, (bytes, bytearray)) or not data:
         raise InvalidInput(f"no file uploaded: {expected}", 400)
-    if not bytes(data[:8]) == PNG_SIGNATURE:
+    data = bytes(data)
+    if data[:8] == PNG_SIGNATURE:
+        kind = "PNG"
+        got_width, got_height, bit_depth, _ = _png_size(data)
+        if (got_height, got_width) != (height, width):
+            raise InvalidInput(f"the PNG is {got_width}x{got_height} pixels: {expected}")
+        if bit_depth > 8:
+            raise InvalidInput(f"the PNG has {bit_depth}-bit samples: {expected}")
+    elif data[:3] == JPEG_SIGNATURE:
+        kind = "JPEG"
+    else:
         raise InvalidInput(
-            f"the upload is not a PNG (it starts with {bytes(data[:8])!r}, a PNG starts "
-            f"with {PNG_SIGNATURE!r}): {expected}",
+            f"the upload is neither a PNG nor a JPEG (it starts with {data[:8]!r}; a PNG "
+            f"starts with {PNG_SIGNATURE!r}, a JPEG with {JPEG_SIGNATURE!r}): {expected}",
             400,
         )
-    width, height, bit_depth, _ = _png_size(bytes(data))
-    if (height, width) != tuple(spec.image_shape[:2]):
-        raise InvalidInput(f"the PNG is {width}x{height} pixels: {expected}")
-    if bit_depth > 8:
-        raise InvalidInput(f"the PNG has {bit_depth}-bit samples: {expected}")
     from PIL import Image
 
     try:
-        with Image.open(io.BytesIO(bytes(data)), formats=["PNG"]) as image:
+        with Image.open(io.BytesIO(data), formats=[kind]) as image:
+            if image.size != (width, height):  # from the header, before decoding
+                raise InvalidInput(
+                    f"the {kind} is {image.size[0]}x{image.size[1]} pixels: {expected}"
+                )
             image.load()
-            mode = "RGB" if len(spec.image_shape) == 3 else "L"
+            mode = "RGB" if spec.channels == 3 else "L"
+            if image.mode in ("I;16", "I;16B", "I", "F"):
+                raise InvalidInput(f"the {kind} has {image.mode} samples, not 8-bit: "
+                                   f"{expected}")
             pixels = np.asarray(image.convert(mode), dtype=np.float64)
-    except (OSError, ValueError, SyntaxError, zlib.error) as e:
+    except InvalidInput:
+        raise
+    except (OSError, ValueError, SyntaxError, zlib.error, Image.DecompressionBombError) as e:
         reason = re.sub(r"\s*<[^>]*>", "", str(e)) or type(e).__name__
         raise InvalidInput(
-            f"could not decode the PNG ({reason}; is it truncated or corrupt?): {expected}",
+            f"could not decode the {kind} ({reason}; is it truncated or corrupt?): "
+            f"{expected}",
             400,
         ) from None
     raw = pixels.reshape((1,) + spec.image_shape) / 255.0 * spec.pixel_max
     return spec.scale(raw)
+
+
+#: The name used before JPEG uploads were accepted.
+image_from_png = image_from_upload

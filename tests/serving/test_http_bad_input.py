@@ -51,7 +51,20 @@ JSON_CASES = {
     "malformed JSON": ({"data": b'{"images": [[1, 2', "headers": JSON}, 400,
                        "malformed JSON request body (Invalid JSON"),
     "not an object": ({"json": [[1.0] * 64]}, 400, "Input should be an object"),
-    "missing field": ({"json": {"pictures": [[1.0] * 64]}}, 400, 'missing "images"'),
+    "missing field": ({"json": {"pictures": [[1.0] * 64]}}, 400,
+                      "malformed JSON request body (images: Field required)"),
+    "null images": ({"json": {"images": None}}, 400, 'missing "images"'),
+    "multipart without boundary": ({"data": b"--x\r\ngarbage",
+                                    "headers": {"Content-Type": "multipart/form-data"}}, 415,
+                                   "unsupported Content-Type multipart/form-data for /encode"),
+    "multipart with boundary": ({"files": {"images": ("x.json", b"[[1]]", "text/plain")}}, 415,
+                                "send the JSON body with 'Content-Type: application/json'"),
+    "urlencoded (curl -d without -H)": ({"data": {"images": "[[1]]"}}, 415,
+                                        "unsupported Content-Type "
+                                        "application/x-www-form-urlencoded"),
+    "pickle": ({"data": b"\x80\x05N.",
+                "headers": {"Content-Type": "application/vnd.bentoml+pickle"}}, 415,
+               "unsupported Content-Type application/vnd.bentoml+pickle"),
     "oversized body": ({"data": b'{"images": [' + b"1," * TEST_MAX_BODY_BYTES + b"1]}",
                         "headers": JSON}, 413,
                        f"request body too large: the limit is {TEST_MAX_BODY_BYTES} bytes"),
@@ -79,7 +92,7 @@ def test_bad_json_input(post, route, case):
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert message in error
-    if status == 422 or case == "missing field":
+    if status in (415, 422) or case in ("missing field", "null images"):
         assert "expected" in error  # names the expected input
     _assert_still_serving(post)
 
@@ -101,13 +114,14 @@ def test_oversized_chunked_body(post):
 
 PNG_CASES = {
     "not a PNG": ({"files": {"image": ("x.png", b"GIF89a\x01\x00\x01\x00", "image/png")}}, 400,
-                  "the upload is not a PNG (it starts with b'GIF89a"),
-    "JPEG bytes": ({"files": {"image": ("x.jpg", b"\xff\xd8\xff\xe0" + b"\0" * 64, "image/jpeg")}},
-                   400, "the upload is not a PNG"),
+                  "the upload is neither a PNG nor a JPEG (it starts with b'GIF89a"),
+    "broken JPEG": ({"files": {"image": ("x.jpg", b"\xff\xd8\xff\xe0" + b"\0" * 64,
+                                         "image/jpeg")}}, 400, "could not decode the JPEG"),
     "truncated PNG": ({"files": {"image": ("x.png", png_bytes(np.zeros((8, 8)))[:45], "image/png")}},
                       400, "could not decode the PNG"),
     "wrong size": ({"files": {"image": ("x.png", png_bytes(np.zeros((28, 28))), "image/png")}},
-                   422, "the PNG is 28x28 pixels: expected one 8-bit PNG of 8x8 pixels"),
+                   422, "the PNG is 28x28 pixels: expected one 8-bit PNG or JPEG image of 8x8 "
+                   "pixels"),
     "no image field": ({"files": {"picture": ("x.png", png_bytes(np.zeros((8, 8))), "image/png")}},
                        400, 'no "image" field'),
     "text field (URL)": ({"data": {"image": "http://127.0.0.1:9/digit.png"}}, 400,
@@ -115,6 +129,12 @@ PNG_CASES = {
     "multipart without boundary": ({"data": b"--x\r\ngarbage",
                                     "headers": {"Content-Type": "multipart/form-data"}}, 400,
                                    "could not parse the multipart/form-data body"),
+    "multipart, empty boundary": ({"data": b"--\r\ngarbage",
+                                   "headers": {"Content-Type": "multipart/form-data; boundary="}},
+                                  400, 'no "image" field'),
+    "pickle": ({"data": b"\x80\x05N.",
+                "headers": {"Content-Type": "application/vnd.bentoml+pickle"}}, 415,
+               "unsupported Content-Type application/vnd.bentoml+pickle"),
     "empty multipart": ({"data": b"--x\r\ngarbage",
                          "headers": {"Content-Type": "multipart/form-data; boundary=x"}}, 400,
                         'no "image" field'),
@@ -130,3 +150,20 @@ def test_bad_png_upload(post, case):
     assert response.status_code == status, response.text
     assert message in response.json()["error"]
     _assert_still_serving(post)
+
+
+def test_refused_requests_are_one_log_line_and_start_up_is_clean(server, post):
+    """A malformed JSON body: one INFO line in the server log, no [ERROR] traceback."""
+    import time
+
+    before = server.log(tail=10**7)
+    assert "PydanticJsonSchemaWarning" not in before and "Traceback" not in before
+    assert "API keys: off, every route is open" in before
+    response = post("/encode", data=b'{"images": [[1, 2', headers=JSON)
+    assert response.status_code == 400
+    time.sleep(0.5)  # let the server flush its log
+    new = server.log(tail=10**7)[len(before):]
+    lines = [line for line in new.splitlines() if line.strip()]
+    assert len(lines) == 1, new
+    assert "[INFO]" in lines[0] and "refused /encode [POST] (client error, answered 4xx)" in lines[0]
+    assert "Invalid JSON" in lines[0] and "[1, 2" not in lines[0]

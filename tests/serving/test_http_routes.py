@@ -41,6 +41,7 @@ def test_classify_matches_in_process(post, reference, digits_images):
     assert answer["labels"] == probabilities.argmax(axis=1).tolist()
     np.testing.assert_allclose(answer["probabilities"], probabilities, atol=1e-5)
     np.testing.assert_allclose(np.sum(answer["probabilities"], axis=1), 1.0, atol=1e-5)
+    assert answer["names"] == [reference.config["class_names"][i] for i in answer["labels"]]
 
 
 def test_single_image_batch_and_max_batch(post, reference, digits_images):
@@ -88,3 +89,9 @@ def test_health_readiness_and_openapi(server):
     assert routes <= set(spec["paths"])
     assert "multipart/form-data" in spec["paths"]["/encode_png"]["post"]["requestBody"]["content"]
     assert "application/json" in spec["paths"]["/encode"]["post"]["requestBody"]["content"]
+    # The example follows the served run (8x8 digits), and "Try it out" with it works.
+    schema = spec["paths"]["/encode"]["post"]["requestBody"]["content"]["application/json"]
+    images = schema["schema"]["properties"]["images"]
+    assert np.asarray(images["example"]).shape == (1, 8, 8)
+    tried = requests.post(server.url + "/encode", json={"images": images["example"]}, timeout=30)
+    assert tried.status_code == 200 and len(tried.json()["latents"]) == 1
