@@ -136,9 +136,9 @@ def _cnn_encoder(x, input_shape):
 
 
 def _cnn_decoder(t, input_shape):
-    side = input_shape[0] // 16
-    t = layers.Dense(side * side * 512, activation="relu", name="decoder_dense")(t)
-    t = layers.Reshape((side, side, 512), name="decoder_reshape")(t)
+    height, width = input_shape[0] // 16, input_shape[1] // 16
+    t = layers.Dense(height * width * 512, activation="relu", name="decoder_dense")(t)
+    t = layers.Reshape((height, width, 512), name="decoder_reshape")(t)
     for i, filters in enumerate((512, 256, 128)):
         t = layers.Conv2DTranspose(
             filters, 3, strides=2, padding="same", activation="relu",
@@ -162,9 +162,10 @@ def build_autoencoder(
 
     - `"mlp"` (MNIST, digits): Dense 500-500-2000 ReLU, heads, Dense
       2000-500-500 ReLU, Dense sigmoid output (inputs in [0, 1]).
-    - `"cnn"` (SVHN, CIFAR-10): Conv2D 3x3 stride 2 with 64-128-256-512
-      filters, Flatten, heads, Dense to (side/16)^2 x 512, Conv2DTranspose
-      512-256-128 ReLU and a linear 3-channel output (inputs in [-0.5, 0.5]).
+    - `"cnn"` (SVHN, CIFAR-10, any `(H, W, C)` whose sides are multiples of
+      16): Conv2D 3x3 stride 2 with 64-128-256-512 filters, Flatten, heads,
+      Dense to (H/16) x (W/16) x 512, Conv2DTranspose 512-256-128 ReLU and a
+      linear C-channel output (inputs in [-0.5, 0.5]); 32x32 -> 2x2.
 
     The encoder's `z` head is `Dense(latent_dim, activation=
     bottleneck.latent_activation, name="z")`; the bottleneck gets `[z, h]`.
@@ -190,10 +191,16 @@ def build_autoencoder(
             f"{sorted(ARCHITECTURES)}."
         )
     input_shape = tuple(input_shape)
-    if architecture == "cnn" and (len(input_shape) != 3 or input_shape[0] % 16):
-        raise ValueError(
-            f"The CNN needs (H, W, C) inputs with H divisible by 16; got {input_shape}."
-        )
+    if architecture == "cnn":
+        if len(input_shape) != 3:
+            raise ValueError(f"The CNN needs (H, W, C) inputs; got {input_shape}.")
+        if input_shape[0] % 16 or input_shape[1] % 16:
+            near = "x".join(str(max(16, 16 * int(s / 16 + 0.5))) for s in input_shape[:2])
+            raise ValueError(
+                f"The CNN needs sides that are multiples of 16 (four stride-2 "
+                f"convolutions); got {input_shape[0]}x{input_shape[1]}, the nearest "
+                f"valid size is {near}."
+            )
     encode, decode = ARCHITECTURES[architecture]
     x = keras.Input(shape=input_shape, name="image")
     h = encode(x, input_shape)

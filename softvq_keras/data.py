@@ -57,7 +57,18 @@ def preprocess(name, raw):
 
 
 def _offline_message(name, data_dir, reason):
-    where = f"'{data_dir}'" if data_dir else "no --data-dir / SOFTVQ_DATA_DIR"
+    where = (
+        f"There is no local copy in {str(data_dir)!r}."
+        if data_dir
+        else "There is no local copy: neither --data-dir nor SOFTVQ_DATA_DIR names a folder."
+    )
+    if str(name).startswith("tfds:"):
+        return (
+            f"Dataset {name!r} is not available: {reason}. {where} Run once with internet "
+            "access so tensorflow-datasets can download and prepare it (or pass --data-dir "
+            "FOLDER naming a tensorflow-datasets folder that holds it); a folder of images "
+            "or an .npz file works offline."
+        )
     extra = (
         " For SVHN the canonical train_32x32.mat and test_32x32.mat files in "
         "that folder work too."
@@ -65,11 +76,10 @@ def _offline_message(name, data_dir, reason):
         else ""
     )
     return (
-        f"Dataset {name!r} is not available: {reason}. Looked for a local copy "
-        f"in {where}. To use it offline, put {name}.npz (np.savez with uint8 "
-        "arrays x_train, y_train, x_test, y_test and labels 0-9) in a folder "
-        "and pass --data-dir FOLDER or set SOFTVQ_DATA_DIR=FOLDER; or run once "
-        "with internet access so tensorflow-datasets can download and prepare "
+        f"Dataset {name!r} is not available: {reason}. {where} To use it offline, put "
+        f"{name}.npz (np.savez with uint8 arrays x_train, y_train, x_test, y_test and "
+        "labels 0-9) in a folder and pass --data-dir FOLDER or set SOFTVQ_DATA_DIR=FOLDER; "
+        "or run once with internet access so tensorflow-datasets can download and prepare "
         f"it.{extra} The 'digits' dataset needs nothing downloaded."
     )
 
@@ -129,6 +139,9 @@ def _reachable(host=DOWNLOAD_HOST, timeout=3.0):
 
 def _tfds(name, data_dir):
     try:
+        from softvq_keras.sources import import_tensorflow
+
+        import_tensorflow()
         import tensorflow_datasets as tfds
     except ImportError as e:
         raise DataUnavailableError(
@@ -137,10 +150,13 @@ def _tfds(name, data_dir):
     tfds_name = dataset_info(name).tfds_name
 
     def as_arrays(download):
-        train, test = tfds.load(
-            tfds_name, split=["train", "test"], batch_size=-1, as_supervised=True,
-            download=download,
-        )
+        from softvq_keras.tfds_source import quiet_absl
+
+        with quiet_absl():
+            train, test = tfds.load(
+                tfds_name, split=["train", "test"], batch_size=-1, as_supervised=True,
+                download=download,
+            )
         train, test = tfds.as_numpy(train), tfds.as_numpy(test)
         return (train[0], train[1], test[0], test[1])
 

@@ -86,6 +86,25 @@ PRESETS = {
 }
 
 
+#: Class names of the built-in datasets (the others: "0" ... "9").
+CLASS_NAMES = {
+    "cifar10": [
+        "airplane", "automobile", "bird", "cat", "deer",
+        "dog", "frog", "horse", "ship", "truck",
+    ],
+}
+
+#: The preset a dataset of the user's (a folder, an .npz file, `tfds:NAME`)
+#: takes, by architecture: MNIST's for the MLP, SVHN's for the CNN.
+CUSTOM_PRESETS = {"mlp": "mnist", "cnn": "svhn"}
+
+
+def class_names(name):
+    """The class names of built-in dataset `name` (strings, one per label)."""
+    dataset_info(name)
+    return list(CLASS_NAMES.get(name, [str(i) for i in range(10)]))
+
+
 def dataset_info(name):
     """`DatasetInfo` for `name`, or a ValueError listing the known names."""
     try:

@@ -80,8 +80,23 @@ def test_builder_rejects_bad_arguments():
         build_autoencoder(keras.layers.Dense(3), (64,), LATENT)
     with pytest.raises(ValueError, match="Unknown architecture 'rnn'"):
         build_autoencoder(IdentityBottleneck(), (64,), LATENT, "rnn")
-    with pytest.raises(ValueError, match="divisible by 16"):
+    with pytest.raises(ValueError, match="multiples of 16.*got 28x28, the nearest valid size is 32x32"):
         build_autoencoder(IdentityBottleneck(), (28, 28, 1), LATENT, "cnn")
+    with pytest.raises(ValueError, match="got 64x40, the nearest valid size is 64x48"):
+        build_autoencoder(IdentityBottleneck(), (64, 40, 3), LATENT, "cnn")
+
+
+@pytest.mark.parametrize("shape", [(16, 48, 1), (64, 32, 3)])
+def test_cnn_takes_any_multiple_of_16(shape):
+    """Non-square sizes and one channel: the decoder mirrors (H/16, W/16) and C."""
+    model, encoder = build_autoencoder(IdentityBottleneck(), shape, LATENT, "cnn")
+    x = np.random.default_rng(0).uniform(-0.5, 0.5, size=(2,) + shape).astype("float32")
+    out = to_numpy(model(x, training=False))
+    assert out["reconstruction"].shape == (2,) + shape
+    assert tuple(model.get_layer("decoder_reshape").output.shape) == (
+        None, shape[0] // 16, shape[1] // 16, 512,
+    )
+    assert tuple(encoder.output.shape) == (None, LATENT)
 
 
 @pytest.mark.parametrize("name", ["infodropout", "softvq"])

@@ -1,0 +1,174 @@
+"""`tfds:NAME`: any tensorflow-datasets image-classification set, streamed.
+
+The prepared local copy (in `data_dir`, else tensorflow-datasets' default
+folder) is used when there is one; otherwise it is downloaded and prepared when
+the machine is online, and the same clear `DataUnavailableError` as for the
+built-in datasets is raised at once when it is not (`SOFTVQ_OFFLINE=1`, or the
+server unreachable). Images are read with `builder.as_dataset` and converted
+with the same Pillow code as folder images (`softvq_keras.images.convert`).
+The `train` and `test` splits are used when the set has both; otherwise the
+last `test_fraction` of `train` is the test split (tfds split slicing).
+"""
+
+import logging
+import os
+from contextlib import contextmanager
+
+import numpy as np
+
+from softvq_keras import images
+from softvq_keras.images import DataError
+from softvq_keras.sources import ImageSource, _custom_info, _preprocessing, import_tensorflow
+
+#: Images looked at to decide the default size and channel count.
+SHAPE_SAMPLE = 256
+
+
+@contextmanager
+def quiet_absl():
+    """Silence absl's warnings (e.g. "Variant folder ... has no dataset_info.json")."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+class TfdsSource(ImageSource):
+    """A prepared tensorflow-datasets builder's splits; see the module docstring."""
+
+    def __init__(self, info, builder, splits, counts):
+        super().__init__(info)
+        self.builder, self.splits, self.counts = builder, splits, counts
+        self._label_cache = {}
+
+    def _count(self, split):
+        return self.counts[split]
+
+    def _read(self, split, shuffle=False, seed=0, decode=True):
+        import tensorflow_datasets as tfds
+
+        kwargs = {}
+        if not decode:
+            kwargs["decoders"] = {self._image_key: tfds.decode.SkipDecoding()}
+        with quiet_absl():
+            return self.builder.as_dataset(
+                split=self.splits[split], shuffle_files=shuffle,
+                read_config=tfds.ReadConfig(shuffle_seed=seed), **kwargs,
+            )
+
+    @property
+    def _image_key(self):
+        return "image"
+
+    def _labels(self, split):
+        if split not in self._label_cache:
+            ds = self._read(split, decode=False).map(lambda ex: ex["label"])
+            self._label_cache[split] = np.fromiter(
+                (int(y) for y in ds.as_numpy_iterator()), dtype=np.int64
+            )
+        return self._label_cache[split]
+
+    def _raw(self, split, idx):
+        wanted = set(int(i) for i in idx)
+        out = []
+        for i, example in enumerate(self._read(split).as_numpy_iterator()):
+            if i in wanted:
+                out.append(self._convert(example["image"]))
+            if len(out) == len(wanted):
+                break
+        return np.stack(out)
+
+    def _convert(self, array):
+        return images.convert(array, self.info.channels, self.info.image_shape[:2])
+
+    def _pipeline(self, split, shuffle, seed):
+        tf = import_tensorflow()
+
+        info = self.info
+
+        def convert(image):
+            raw = self._convert(image).astype(np.float32)
+            return raw.reshape(info.input_shape) / info.pixel_max + info.offset
+
+        def read(example):
+            x = tf.numpy_function(convert, [example["image"]], tf.float32, stateful=False)
+            x.set_shape(info.input_shape)
+            return x
+
+        ds = self._read(split, shuffle, seed)
+        if shuffle:
+            ds = ds.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
+        return ds.map(read, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _builder(name, data_dir):
+    """The prepared builder of `name`, downloading it when allowed; else raise."""
+    from softvq_keras.data import DataUnavailableError, _offline_message, _reachable
+
+    spec = f"tfds:{name}"
+    try:
+        import_tensorflow()
+        import tensorflow_datasets as tfds
+    except ImportError as e:
+        raise DataUnavailableError(
+            _offline_message(spec, data_dir, f"tensorflow-datasets is missing ({e})")
+        ) from None
+    with quiet_absl():
+        try:
+            builder = tfds.builder(name, data_dir=data_dir)
+        except Exception as e:  # unknown name
+            raise DataError(f"{spec}: not a tensorflow-datasets name ({str(e).splitlines()[0]})") from None
+        if builder.is_prepared():
+            return builder
+        if os.environ.get("SOFTVQ_OFFLINE") == "1":
+            reason = "SOFTVQ_OFFLINE=1 forbids downloads"
+        elif not _reachable():
+            reason = "the download server is unreachable"
+        else:
+            try:
+                builder.download_and_prepare()
+                return builder
+            except Exception as e:
+                reason = f"the download failed ({str(e).splitlines()[0]})"
+    raise DataUnavailableError(_offline_message(spec, data_dir, reason))
+
+
+def open_tfds(name, data_dir, options, progress=None):
+    """The `TfdsSource` of `tfds:NAME` (see `softvq_keras.sources.open_source`)."""
+    builder = _builder(name, data_dir)
+    features = builder.info.features
+    if "image" not in features:
+        raise DataError(f"tfds:{name} has no 'image' feature; it is not an image dataset")
+    labelled = "label" in features and hasattr(features["label"], "names")
+    available = set(builder.info.splits.keys())
+    if {"train", "test"} <= available:
+        splits = {"train": "train", "test": "test"}
+    else:
+        if "train" not in available:
+            raise DataError(f"tfds:{name} has no 'train' split (it has: {', '.join(sorted(available))})")
+        pct = int(round(100 * (1 - options.get("test_fraction", 0.2))))
+        splits = {"train": f"train[:{pct}%]", "test": f"train[{pct}%:]"}
+    counts = {k: int(builder.info.splits[v].num_examples) for k, v in splits.items()}
+    probe = TfdsSource(None, builder, splits, counts)
+    sizes, grays, first = {}, [], None
+    for example in probe._read("train").take(SHAPE_SAMPLE).as_numpy_iterator():
+        image = np.asarray(example["image"])
+        images.array_channels(image.shape)
+        first = first or tuple(image.shape[:2])
+        sizes[tuple(image.shape[:2])] = sizes.get(tuple(image.shape[:2]), 0) + 1
+        grays.append(images.is_gray(images.to_pil(image)))
+    if first is None:
+        raise DataError(f"tfds:{name}: the training split is empty")
+    names = list(features["label"].names) if labelled else None
+    info = _custom_info(
+        f"tfds:{name}", "tfds", first, all(grays), options, labelled=labelled,
+        class_names=names, num_train=counts["train"], num_test=counts["test"],
+        source=f"tensorflow-datasets:{name}",
+    )
+    stored = np.shape(example["image"])
+    one = len(stored) == 2 or stored[-1] == 1
+    info.preprocessing = _preprocessing(sizes, info.image_shape[:2], one != (info.channels == 1))
+    return TfdsSource(info, builder, splits, counts)
