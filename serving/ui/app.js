@@ -1,0 +1,430 @@
+// The /ui page: draw or drop an image, send it as raw pixels to /classify,
+// /cluster and /reconstruct, show the answers. Plain browser JavaScript, no
+// libraries. The run's size, channels, pixel range and class names come from
+// /ui/config.json; an image of any size is scaled to the run's size here
+// (area average), converted to its channels and mapped from 0-255 to
+// 0..pixel_max, exactly like the service's PNG routes do.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const KEY = "softvq-api-key";
+const API = new URL("../", window.location.href); // the service root, whatever the mount
+
+let info = null;          // /ui/config.json
+let drawing = false;
+let dirty = false;        // the pad holds something worth sending
+let inFlight = false;
+let queued = false;
+let lastPoint = null;
+
+// ---- errors -------------------------------------------------------------------------
+function showError(message) {
+  const box = $("error");
+  box.textContent = message;
+  box.hidden = false;
+}
+function clearError() {
+  $("error").hidden = true;
+  $("error").textContent = "";
+}
+
+// ---- API calls with the optional key ------------------------------------------------
+function askForKey(message) {
+  return new Promise((resolve) => {
+    const dialog = $("key-dialog");
+    $("key-message").textContent = message || "This service asks for an API key.";
+    $("apikey").value = "";
+    const done = (key) => {
+      $("key-form").onsubmit = null;
+      $("apikey-cancel").onclick = null;
+      if (dialog.open) dialog.close();
+      resolve(key);
+    };
+    $("key-form").onsubmit = (event) => {
+      event.preventDefault();
+      done($("apikey").value.trim() || null);
+    };
+    $("apikey-cancel").onclick = () => done(null);
+    dialog.showModal();
+    $("apikey").focus();
+  });
+}
+
+async function call(path, body) {
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const headers = {};
+    const key = sessionStorage.getItem(KEY);
+    if (key) headers["Authorization"] = "Bearer " + key;
+    let init = { method: "GET", headers };
+    if (body !== undefined) {
+      headers["Content-Type"] = "application/json";
+      init = { method: "POST", headers, body: JSON.stringify(body) };
+    }
+    let response;
+    try {
+      response = await fetch(new URL(path, API), init);
+    } catch (error) {
+      throw new Error("Cannot reach the service (" + error.message + "). Is it still running?");
+    }
+    let payload = null;
+    try {
+      payload = await response.json();
+    } catch (error) {
+      payload = null;
+    }
+    if (response.status === 401) {
+      const reason = (payload && payload.error) || "The service needs an API key.";
+      const entered = await askForKey(key ? "That key was refused: " + reason : reason);
+      if (!entered) throw new Error("Not sent: " + reason);
+      sessionStorage.setItem(KEY, entered);
+      continue;
+    }
+    if (!response.ok) {
+      const message = (payload && payload.error) || "HTTP " + response.status;
+      const error = new Error(message);
+      error.status = response.status;
+      throw error;
+    }
+    return payload;
+  }
+  throw new Error("The API key was refused three times.");
+}
+
+// ---- pixels -------------------------------------------------------------------------
+// Area-average `source` (ImageData) down or up to width x height; returns RGBA floats.
+function resize(source, width, height) {
+  const out = new Float32Array(width * height * 4);
+  const sx = source.width / width;
+  const sy = source.height / height;
+  const data = source.data;
+  for (let y = 0; y < height; y++) {
+    const y0 = y * sy, y1 = (y + 1) * sy;
+    for (let x = 0; x < width; x++) {
+      const x0 = x * sx, x1 = (x + 1) * sx;
+      const acc = [0, 0, 0, 0];
+      let total = 0;
+      for (let j = Math.floor(y0); j < Math.min(Math.ceil(y1), source.height); j++) {
+        const wy = Math.min(j + 1, y1) - Math.max(j, y0);
+        for (let i = Math.floor(x0); i < Math.min(Math.ceil(x1), source.width); i++) {
+          const w = wy * (Math.min(i + 1, x1) - Math.max(i, x0));
+          const k = (j * source.width + i) * 4;
+          for (let c = 0; c < 4; c++) acc[c] += w * data[k + c];
+          total += w;
+        }
+      }
+      const o = (y * width + x) * 4;
+      for (let c = 0; c < 4; c++) out[o + c] = acc[c] / total;
+    }
+  }
+  return out;
+}
+
+// The run-sized pixels (0-255 floats, [H][W] or [H][W][3]) of a canvas.
+function modelPixels(canvas) {
+  const ctx = canvas.getContext("2d");
+  const rgba = resize(ctx.getImageData(0, 0, canvas.width, canvas.height), info.width, info.height);
+  const rows = [];
+  for (let y = 0; y < info.height; y++) {
+    const row = [];
+    for (let x = 0; x < info.width; x++) {
+      const k = (y * info.width + x) * 4;
+      const a = rgba[k + 3] / 255; // transparent parts count as the black background
+      const rgb = [rgba[k] * a, rgba[k + 1] * a, rgba[k + 2] * a];
+      row.push(info.channels === 3 ? rgb : 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]);
+    }
+    rows.push(row);
+  }
+  return rows;
+}
+
+// Pixels 0-255 -> the dataset's raw range 0..pixel_max, rounded to keep requests small.
+function toRaw(pixels) {
+  const scale = info.pixel_max / 255;
+  const map = (v) => (Array.isArray(v) ? v.map(map) : Math.round(v * scale * 1e4) / 1e4);
+  return pixels.map(map);
+}
+
+// Paint raw-range pixels ([H][W] or [H][W][3], 0..pixel_max) onto a run-sized canvas.
+function paint(canvas, raw) {
+  canvas.width = info.width;
+  canvas.height = info.height;
+  const ctx = canvas.getContext("2d");
+  const image = ctx.createImageData(info.width, info.height);
+  const scale = 255 / info.pixel_max;
+  raw.forEach((row, y) => row.forEach((v, x) => {
+    const rgb = Array.isArray(v) ? v : [v, v, v];
+    const k = (y * info.width + x) * 4;
+    for (let c = 0; c < 3; c++) image.data[k + c] = Math.max(0, Math.min(255, rgb[c] * scale));
+    image.data[k + 3] = 255;
+  }));
+  ctx.putImageData(image, 0, 0);
+}
+
+// ---- answers --------------------------------------------------------------------------
+function showProbabilities(probabilities) {
+  const names = info.class_names;
+  const best = probabilities.indexOf(Math.max(...probabilities));
+  const bars = $("probabilities");
+  bars.replaceChildren(...probabilities.map((p, i) => {
+    const row = document.createElement("div");
+    row.className = "bar" + (i === best ? " top" : "");
+    row.dataset.label = String(i);
+    const name = document.createElement("span");
+    name.className = "name";
+    name.textContent = names[i];
+    const track = document.createElement("span");
+    track.className = "track";
+    const fill = document.createElement("span");
+    fill.className = "fill";
+    fill.style.width = (100 * p).toFixed(1) + "%";
+    fill.style.display = "block";
+    track.append(fill);
+    const pct = document.createElement("span");
+    pct.className = "pct";
+    pct.textContent = (100 * p).toFixed(1) + " %";
+    row.append(name, track, pct);
+    return row;
+  }));
+  return best;
+}
+
+async function predict() {
+  if (!info) return;
+  if (inFlight) { queued = true; return; }
+  inFlight = true;
+  const pixels = modelPixels($("pad"));
+  const raw = toRaw(pixels);
+  paint($("model-input"), raw);
+  const body = { images: [raw] };
+  try {
+    const [classes, clusters, decoded] = await Promise.all([
+      info.labelled ? call("classify", body) : Promise.resolve(null),
+      call("cluster", body),
+      info.reconstruct ? call("reconstruct", body) : Promise.resolve(null),
+    ]);
+    clearError();
+    if (classes) {
+      const best = showProbabilities(classes.probabilities[0]);
+      const name = (classes.names && classes.names[0]) || info.class_names[best];
+      $("prediction").textContent = name;
+      $("prediction").dataset.state = "ready";
+      $("prediction").dataset.label = String(classes.labels[0]);
+      $("confidence").textContent = (100 * classes.probabilities[0][best]).toFixed(1) + " % sure";
+    }
+    const c = clusters.clusters[0];
+    const matched = clusters.labels && info.class_names ? info.class_names[clusters.labels[0]] : null;
+    $("cluster").innerHTML = "";
+    const strong = document.createElement("b");
+    strong.textContent = "#" + c;
+    $("cluster").append(strong, document.createTextNode(
+      " · distance " + clusters.distances[0].toFixed(3) + (matched !== null ? " · matched class " + matched : "")));
+    $("cluster").dataset.cluster = String(c);
+    if (decoded) {
+      paint($("reconstruction"), decoded.images[0]);
+      $("reconstruction").dataset.state = "ready";
+    }
+  } catch (error) {
+    showError(error.message);
+  } finally {
+    inFlight = false;
+    if (queued) { queued = false; predict(); }
+  }
+}
+
+function resetAnswers() {
+  $("prediction").textContent = "–";
+  $("prediction").dataset.state = "empty";
+  $("confidence").textContent = "";
+  $("cluster").textContent = "–";
+  $("probabilities").replaceChildren();
+  const r = $("reconstruction");
+  r.getContext("2d").clearRect(0, 0, r.width, r.height);
+  r.dataset.state = "empty";
+  $("model-input").getContext("2d").clearRect(0, 0, r.width, r.height);
+}
+
+// ---- drawing --------------------------------------------------------------------------
+function clearPad() {
+  const pad = $("pad");
+  const ctx = pad.getContext("2d");
+  ctx.fillStyle = "#000";
+  ctx.fillRect(0, 0, pad.width, pad.height);
+  dirty = false;
+  $("file-note").textContent = "";
+  resetAnswers();
+}
+
+function padPoint(event) {
+  const pad = $("pad");
+  const box = pad.getBoundingClientRect();
+  return [(event.clientX - box.left) * pad.width / box.width,
+          (event.clientY - box.top) * pad.height / box.height];
+}
+
+function stroke(from, to) {
+  const pad = $("pad");
+  const ctx = pad.getContext("2d");
+  // About one run pixel wide, like the strokes of the training digits.
+  ctx.lineWidth = Math.max(pad.width * 0.08, 1.15 * pad.width / info.width);
+  ctx.lineCap = "round";
+  ctx.lineJoin = "round";
+  ctx.strokeStyle = "#fff";
+  ctx.beginPath();
+  ctx.moveTo(from[0], from[1]);
+  ctx.lineTo(to[0], to[1]);
+  ctx.stroke();
+}
+
+function setUpDrawing() {
+  const pad = $("pad");
+  const canDraw = () => info && info.channels === 1;
+  let lastSent = 0;
+  pad.addEventListener("pointerdown", (event) => {
+    if (!canDraw()) return;
+    if (!dirty) clearPad();
+    drawing = true;
+    dirty = true;
+    pad.setPointerCapture(event.pointerId);
+    lastPoint = padPoint(event);
+    stroke(lastPoint, lastPoint);
+  });
+  pad.addEventListener("pointermove", (event) => {
+    if (!drawing) return;
+    const point = padPoint(event);
+    stroke(lastPoint, point);
+    lastPoint = point;
+    if (performance.now() - lastSent > 250) { lastSent = performance.now(); predict(); }
+  });
+  const end = () => {
+    if (!drawing) return;
+    drawing = false;
+    $("file-note").textContent = "";
+    predict();
+  };
+  pad.addEventListener("pointerup", end);
+  pad.addEventListener("pointercancel", end);
+  $("clear").addEventListener("click", clearPad);
+}
+
+// ---- files ----------------------------------------------------------------------------
+function loadFile(file) {
+  if (!file) return;
+  clearError();
+  const url = URL.createObjectURL(file);
+  const image = new Image();
+  image.onload = () => {
+    URL.revokeObjectURL(url);
+    const pad = $("pad");
+    const ctx = pad.getContext("2d");
+    ctx.fillStyle = "#000";
+    ctx.fillRect(0, 0, pad.width, pad.height);
+    ctx.imageSmoothingEnabled = image.naturalWidth > pad.width;
+    ctx.drawImage(image, 0, 0, pad.width, pad.height);
+    let note = `${file.name}: ${image.naturalWidth}×${image.naturalHeight}`;
+    if (image.naturalWidth !== info.width || image.naturalHeight !== info.height) {
+      note += `, scaled to ${info.width}×${info.height}`;
+    }
+    if (info.channels === 1 && looksInverted(pad)) {
+      invert(pad);
+      note += "; dark ink on a light background, inverted like the training images";
+    }
+    $("file-note").textContent = note;
+    dirty = true;
+    predict();
+  };
+  image.onerror = () => {
+    URL.revokeObjectURL(url);
+    resetAnswers();
+    showError(`Could not read “${file.name}” as an image: the browser cannot decode it. `
+      + "Choose a PNG, JPEG, GIF, BMP or WebP picture.");
+  };
+  image.src = url;
+}
+
+// A light border means dark ink on light paper: the training digits are light on black.
+function looksInverted(canvas) {
+  const ctx = canvas.getContext("2d");
+  const { width, height } = canvas;
+  const data = ctx.getImageData(0, 0, width, height).data;
+  let sum = 0, n = 0;
+  for (let x = 0; x < width; x += 4) {
+    for (const y of [0, height - 1]) {
+      const k = (y * width + x) * 4;
+      sum += (data[k] + data[k + 1] + data[k + 2]) / 3;
+      n++;
+    }
+  }
+  return sum / n > 127;
+}
+
+function invert(canvas) {
+  const ctx = canvas.getContext("2d");
+  const image = ctx.getImageData(0, 0, canvas.width, canvas.height);
+  for (let k = 0; k < image.data.length; k += 4) {
+    for (let c = 0; c < 3; c++) image.data[k + c] = 255 - image.data[k + c];
+  }
+  ctx.putImageData(image, 0, 0);
+}
+
+function setUpFiles() {
+  $("image").addEventListener("change", (event) => {
+    loadFile(event.target.files[0]);
+    event.target.value = "";
+  });
+  const drop = $("drop");
+  drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (event) => {
+    event.preventDefault();
+    drop.classList.remove("over");
+    loadFile(event.dataTransfer.files[0]);
+  });
+}
+
+// ---- start ----------------------------------------------------------------------------
+function describeRun() {
+  const shape = info.channels === 3 ? `${info.width}×${info.height} colour` : `${info.width}×${info.height} greyscale`;
+  $("run").textContent = `${info.model} on ${info.dataset} · ${shape} images · ${info.source}`;
+  $("size").textContent = `${info.width}×${info.height}`;
+  const names = { classification_accuracy: "classifier", clustering_accuracy: "clustering", nmi: "NMI",
+    reconstruction_error: "recon. error", codebook_usage: "codes used", perplexity: "perplexity" };
+  const chips = Object.entries(info.metrics || {}).map(([k, v]) => {
+    const li = document.createElement("li");
+    const text = k.endsWith("accuracy") || k === "codebook_usage" ? (100 * v).toFixed(1) + " %" : v.toFixed(3);
+    li.innerHTML = `${names[k] || k} <b></b>`;
+    li.querySelector("b").textContent = text;
+    return li;
+  });
+  $("metrics").replaceChildren(...chips);
+  if (info.channels !== 1) {
+    $("pad").classList.add("no-draw");
+    $("pad-hint").textContent = "Drop an image file here or choose one (this run takes colour images).";
+  } else {
+    $("pad-hint").textContent = `Draw a ${info.dataset === "digits" || info.dataset === "mnist" ? "digit" : "shape"}`
+      + " with the mouse or a finger, or drop an image file here.";
+  }
+  if (!info.labelled) {
+    $("unlabelled-note").hidden = false;
+    $("prediction").textContent = "no classes";
+    $("prediction").classList.add("muted");
+  }
+  if (!info.reconstruct) {
+    $("reconstruct-note").textContent = "This run was served without autoencoder.keras: no reconstruction.";
+  }
+}
+
+async function start() {
+  setUpDrawing();
+  setUpFiles();
+  try {
+    info = await call("ui/config.json");
+  } catch (error) {
+    showError("Could not load the model description: " + error.message);
+    return;
+  }
+  describeRun();
+  clearPad();
+  document.body.dataset.ready = "true";
+}
+
+start();
