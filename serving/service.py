@@ -1,6 +1,6 @@
 """BentoML service over one training run: `/encode`, `/cluster`, `/classify`.
 
-    SOFTVQ_RUN_DIR=runs/mnist-softvq bentoml serve serving.service:SoftVQService
+    SOFTVQ_RUN_DIR=runs/digits-softvq bentoml serve serving.service:SoftVQService
 
 Routes (POST; see serving/README.md for curl examples):
 
@@ -27,7 +27,7 @@ but invalid: shape, rank, empty, ragged, strings, NaN/Inf, range, batch size),
 always as `{"error": "<what was wrong; what was expected>"}`.
 
 Settings (environment, read at start-up): `SOFTVQ_RUN_DIR` (default
-`runs/mnist-softvq`), `SOFTVQ_MAX_BATCH` (512), `SOFTVQ_MAX_BODY_BYTES`
+`runs/digits-softvq`), `SOFTVQ_MAX_BATCH` (512), `SOFTVQ_MAX_BODY_BYTES`
 (16 MiB), `SOFTVQ_MODEL_BATCH` (256 images merged per model call at most),
 `SOFTVQ_WORKERS` (1), `SOFTVQ_ACCESS_LOG` (0), `SOFTVQ_METRICS` (1) and
 `KERAS_BACKEND` (default `jax`, the fastest here: serving/README.md has the

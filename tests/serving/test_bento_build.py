@@ -14,13 +14,17 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_bentoml_build_packs_service_run_and_dependencies(digits_run, tmp_path):
-    # A build context like the repository's, with the digits run standing in for
-    # runs/mnist-softvq (runs/ of the checkout is never touched).
+    # A build context like the repository's, with the fixture's digits run copied to the
+    # run folder bentofile.yaml names (runs/ of the checkout is never touched).
     context = tmp_path / "context"
     shutil.copytree(REPO_ROOT / "serving", context / "serving",
                     ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO_ROOT / "bentofile.yaml", context)
-    shutil.copytree(digits_run, context / "runs" / "mnist-softvq")
+    bentofile = yaml.safe_load((REPO_ROOT / "bentofile.yaml").read_text())
+    run_dir = {e["name"]: e["value"] for e in bentofile["envs"]}["SOFTVQ_RUN_DIR"]
+    # The README's set-up command writes runs/digits-softvq: the bento packs that run.
+    assert run_dir == "runs/digits-softvq"
+    shutil.copytree(digits_run, context / run_dir)
     home = tmp_path / "bentoml-home"
     env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True"}
     proc = subprocess.run(
@@ -30,7 +34,7 @@ def test_bentoml_build_packs_service_run_and_dependencies(digits_run, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     (bento,) = [p for p in (home / "bentos" / "softvq").iterdir() if p.name != "latest"]
     src = bento / "src"
-    run_files = {p.name for p in (src / "runs" / "mnist-softvq").iterdir()}
+    run_files = {p.name for p in (src / run_dir).iterdir()}
     assert run_files == {"config.json", "encoder.keras", "classifier.keras", "kmeans.npz",
                          "metrics.json"}  # not autoencoder.keras nor history.json
     assert {"service.py", "runtime.py", "validation.py", "batching.py", "guard.py"} <= {
@@ -38,7 +42,7 @@ def test_bentoml_build_packs_service_run_and_dependencies(digits_run, tmp_path):
     }
     manifest = yaml.safe_load((bento / "bento.yaml").read_text())
     envs = {e["name"]: e["value"] for e in manifest["envs"]}
-    assert envs["SOFTVQ_RUN_DIR"] == "runs/mnist-softvq" and envs["KERAS_BACKEND"] == "jax"
+    assert envs["SOFTVQ_RUN_DIR"] == run_dir and envs["KERAS_BACKEND"] == "jax"
     assert manifest["service"] == "serving.service:SoftVQService"
     requirements = (bento / "env" / "python" / "requirements.txt").read_text()
     for package in ("bentoml", "keras", "jax[cpu]", "numpy", "pillow"):
