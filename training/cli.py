@@ -142,8 +142,9 @@ def build_parser(presets=None):
         "script computes it once per dataset)",
     )
     ev.add_argument(
-        "--verbose", type=int, choices=(0, 1, 2), default=1,
-        help="Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch (default: 1)",
+        "--verbose", type=int, choices=(0, 1, 2),
+        help="Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch "
+        "(default: 1 on a terminal, 2 when the output goes to a file or pipe)",
     )
     return parser
 

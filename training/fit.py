@@ -73,6 +73,7 @@ from training.settings import (
     UsageError,
     choose_backend,
     epochs_for_steps,
+    fit_verbosity,
     load_presets,
 )
 
@@ -98,6 +99,7 @@ __all__ = [
     "build_parser",
     "choose_backend",
     "epochs_for_steps",
+    "fit_verbosity",
     "load_presets",
     "main",
     "run",

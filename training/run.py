@@ -31,6 +31,7 @@ from training.settings import (
     check_settings,
     choose_backend,
     epochs_for_steps,
+    fit_verbosity,
     load_presets,
     require,
 )
@@ -215,7 +216,7 @@ def train_and_export(settings, callbacks=()):
                 *codebook_callbacks(s, splits.x_train),
                 *callbacks,
             ],
-            verbose=s.verbose,
+            verbose=fit_verbosity(s.verbose),
             shuffle=False,  # the pipeline shuffles, with the seed
         )
     with timer.phase("export"):

@@ -82,11 +82,22 @@ class FitSettings:
     kmeans_init: int = 100
     probe_epochs: int = 20
     raw_baseline: bool = True
-    verbose: int = 1
+    verbose: int | None = None  # None: fit_verbosity() decides
 
     @property
     def run_dir(self):
         return Path(self.out or Path("runs") / f"{self.dataset}-{self.model}")
+
+
+def fit_verbosity(verbose, stream=None):
+    """Keras `fit` verbosity: `verbose` when given, else a progress bar (1) on a
+    terminal and one line per epoch (2) when `stream` (default stdout) is piped
+    to a file, which a progress bar would fill with control characters."""
+    if verbose is not None:
+        return verbose
+    stream = sys.stdout if stream is None else stream
+    isatty = getattr(stream, "isatty", None)
+    return 1 if callable(isatty) and isatty() else 2
 
 
 def load_presets():

@@ -186,3 +186,35 @@ def test_unavailable_data_is_a_usage_error(capsys, tmp_path, monkeypatch):
     assert "Dataset 'mnist' is not available" in err and "mnist.npz" in err
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+class _Stream:
+    def __init__(self, tty):
+        self.tty = tty
+
+    def isatty(self):
+        return self.tty
+
+
+@pytest.mark.parametrize(
+    "verbose, tty, expected",
+    [(None, True, 1), (None, False, 2), (0, False, 0), (1, False, 1), (2, True, 2)],
+)
+def test_fit_prints_one_line_per_epoch_unless_on_a_terminal(verbose, tty, expected):
+    assert fit.fit_verbosity(verbose, _Stream(tty)) == expected
+    assert fit.build_parser().parse_args(["digits", "ae"]).verbose is None
+
+
+def test_piped_training_output_has_no_progress_bar_control_characters(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "training.fit", "digits", "ae", "--epochs", "2",
+         "--out", str(out), "--kmeans-init", "2", "--probe-epochs", "2", "--skip-raw"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "KERAS_BACKEND": "jax"},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "\r" not in proc.stdout and "\x08" not in proc.stdout
+    epoch_lines = [line for line in proc.stdout.splitlines() if " - loss: " in line]
+    assert len(epoch_lines) == 2, proc.stdout[-2000:]  # one line per epoch
+    assert all(line.startswith("24/24 - ") for line in epoch_lines)  # digits: 1,500 / 64
