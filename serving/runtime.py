@@ -288,5 +288,6 @@ class RunModel:
 
 
 def default_run_dir():
-    """`$SOFTVQ_RUN_DIR`, else `runs/digits-softvq` (the README set-up job's run) (relative to the working directory)."""
+    """`$SOFTVQ_RUN_DIR`, else `runs/digits-softvq`, the run the README's set-up
+    command writes (relative to the working directory)."""
     return Path(os.environ.get("SOFTVQ_RUN_DIR", "runs/digits-softvq"))
