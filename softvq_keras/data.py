@@ -139,13 +139,14 @@ def _reachable(host=DOWNLOAD_HOST, timeout=3.0):
 
 def _tfds(name, data_dir):
     try:
+        from softvq_keras.optional import import_optional
         from softvq_keras.sources import import_tensorflow
 
         import_tensorflow()
-        import tensorflow_datasets as tfds
+        tfds = import_optional("tensorflow_datasets", "train", "a tensorflow-datasets dataset")
     except ImportError as e:
         raise DataUnavailableError(
-            _offline_message(name, data_dir, f"tensorflow-datasets is missing ({e})")
+            _offline_message(name, data_dir, str(e).rstrip("."))
         ) from None
     tfds_name = dataset_info(name).tfds_name
 

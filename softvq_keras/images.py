@@ -20,6 +20,17 @@ from pathlib import Path
 
 import numpy as np
 
+from softvq_keras.optional import import_optional
+
+
+def _pil_image():
+    """`PIL.Image` (the `train` extra); MissingDependencyError naming it when absent."""
+    import_optional("PIL", "train", "reading image files")
+    from PIL import Image
+
+    return Image
+
+
 #: File name endings read as images (case-insensitive).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 #: Pillow modes that are grayscale already.
@@ -176,7 +187,7 @@ def seeded_split(layout, test_fraction, seed):
 
 def open_image(path):
     """The decoded Pillow image of `path`; BadImageError when it cannot be decoded."""
-    from PIL import Image
+    Image = _pil_image()
 
     try:
         with Image.open(path) as image:
@@ -245,7 +256,7 @@ def check_images(paths, labels, skip_bad=False, progress=None):
 
 def to_pil(array):
     """A uint8 array `(H, W)`, `(H, W, 1)`, `(H, W, 3)` or `(H, W, 4)` as a Pillow image."""
-    from PIL import Image
+    Image = _pil_image()
 
     array = np.asarray(array)
     if array.ndim == 3 and array.shape[-1] == 1:
@@ -267,7 +278,7 @@ def convert(image, channels, size):
     ITU-R 601-2 luma; alpha is dropped. `size` `(H, W)` resizes bilinearly
     when the image's differs.
     """
-    from PIL import Image
+    Image = _pil_image()
 
     if isinstance(image, np.ndarray):
         image = to_pil(image)

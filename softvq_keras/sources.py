@@ -76,17 +76,20 @@ def import_tensorflow():
 
     Those lines are written to the process's stderr by native code at import
     time, so stderr's file descriptor is pointed at /dev/null for the import
-    only; a failing import still raises as usual.
+    only. Without TensorFlow it raises `MissingDependencyError` (an ImportError)
+    naming the `train` extra.
     """
     import sys
 
-    if "tensorflow" in sys.modules:
+    from softvq_keras.optional import import_optional
+
+    if sys.modules.get("tensorflow") is not None:
         return sys.modules["tensorflow"]
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     try:
         sys.stderr.flush()
         os.dup2(devnull, 2)
-        import tensorflow
+        tensorflow = import_optional("tensorflow", "train", "a tf.data input pipeline")
     finally:
         os.dup2(saved, 2)
         os.close(devnull)

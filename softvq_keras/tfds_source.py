@@ -18,6 +18,7 @@ import numpy as np
 
 from softvq_keras import images
 from softvq_keras.images import DataError
+from softvq_keras.optional import import_optional
 from softvq_keras.sources import ImageSource, _custom_info, _preprocessing, import_tensorflow
 
 #: Images looked at to decide the default size and channel count.
@@ -111,10 +112,10 @@ def _builder(name, data_dir):
     spec = f"tfds:{name}"
     try:
         import_tensorflow()
-        import tensorflow_datasets as tfds
+        tfds = import_optional("tensorflow_datasets", "train", "a tensorflow-datasets dataset")
     except ImportError as e:
         raise DataUnavailableError(
-            _offline_message(spec, data_dir, f"tensorflow-datasets is missing ({e})")
+            _offline_message(spec, data_dir, str(e).rstrip("."))
         ) from None
     with quiet_absl():
         try:

@@ -73,3 +73,63 @@ def test_custom_objects_are_registered_once_a_keras_part_is_used():
         "print(json.dumps(keras.saving.get_registered_object('softvq>VectorQuantizer') is not None))"
     )
     assert found is True
+
+
+def test_no_softvq_module_imports_tensorflow_bentoml_or_tfds_at_import_time():
+    """Core install: every module of the library imports without the `train` / `serve` extras."""
+    if keras_backend_name() == "tensorflow":
+        pytest.skip("the TensorFlow backend imports TensorFlow itself")
+    found = python(
+        "import json, pkgutil, importlib, sys\n"
+        "import softvq_keras\n"
+        "names = sorted(m.name for m in pkgutil.walk_packages(softvq_keras.__path__, 'softvq_keras.'))\n"
+        "for name in names:\n"
+        "    importlib.import_module(name)\n"
+        "print(json.dumps({'modules': names, 'loaded': [m for m in\n"
+        "    ('tensorflow', 'tensorflow_datasets', 'bentoml') if m in sys.modules]}))"
+    )
+    assert "softvq_keras.tfds_source" in found["modules"]
+    assert "softvq_keras.layers.soft_vector_quantizer" in found["modules"]
+    assert found["loaded"] == []
+
+
+def test_missing_optional_dependency_names_the_extra():
+    from softvq_keras.optional import MissingDependencyError, import_optional
+
+    with pytest.raises(MissingDependencyError) as info:
+        import_optional("softvq_no_such_module", "train", "reading image files")
+    assert str(info.value) == (
+        "reading image files needs softvq_no_such_module, which is not installed: "
+        "pip install 'softvq-keras[train]'"
+    )
+    assert isinstance(info.value, ImportError)
+    assert import_optional("json", "train", "x") is json
+
+
+def test_tf_data_and_image_reading_without_tensorflow_or_pillow_name_the_train_extra():
+    """With TensorFlow and Pillow absent (None in sys.modules), the message names the extra."""
+    if keras_backend_name() == "tensorflow":
+        pytest.skip("the TensorFlow backend needs TensorFlow")
+    found = python(
+        "import json, sys\n"
+        "sys.modules['tensorflow'] = None; sys.modules['PIL'] = None\n"
+        "from softvq_keras import images, sources\n"
+        "out = []\n"
+        "for f in (sources.import_tensorflow, lambda: images.to_pil([[0]])):\n"
+        "    try:\n"
+        "        f(); out.append('imported')\n"
+        "    except ImportError as e:\n"
+        "        out.append(str(e))\n"
+        "print(json.dumps(out))"
+    )
+    assert found == [
+        "a tf.data input pipeline needs tensorflow-cpu, which is not installed: "
+        "pip install 'softvq-keras[train]'",
+        "reading image files needs pillow, which is not installed: pip install 'softvq-keras[train]'",
+    ]
+
+
+def keras_backend_name():
+    import os
+
+    return os.environ.get("KERAS_BACKEND", "tensorflow")
