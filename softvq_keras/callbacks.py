@@ -18,6 +18,13 @@ the middle of an epoch (or inside the train step) would be overwritten.
 The model must be a `softvq_keras.Autoencoder` (outputs `"latent"` and
 `"code_probs"`) whose quantizer layer is named `"bottleneck"`.
 
+Under a `keras.distribution` (JAX data parallelism) the sample is encoded by a
+copy of the model made outside the distribution, on one device, so that every
+process encodes the whole sample; every replica of the codebook then gets the
+same value as long as the processes compute the same one. Across processes,
+pass `sync`: a function that returns one process's codebook on all of them
+(`training.distribution.Plan.agree` broadcasts process 0's).
+
 Example:
 
     callbacks = [CodebookKMeansInit(x_train[:10000], at_epoch=1),
@@ -43,7 +50,17 @@ def _quantizer(model, layer_name):
 
 
 def _encode(model, x, batch_size):
-    outputs = model.predict(x, batch_size=batch_size, verbose=0)
+    distribution = keras.distribution.distribution()
+    if distribution is None:
+        outputs = model.predict(x, batch_size=batch_size, verbose=0)
+    else:  # the whole sample on this process, outside the data-parallel mesh
+        keras.distribution.set_distribution(None)
+        try:
+            local = keras.models.clone_model(model)
+            local.set_weights(model.get_weights())
+            outputs = local.predict(x, batch_size=batch_size, verbose=0)
+        finally:
+            keras.distribution.set_distribution(distribution)
     return (
         np.asarray(outputs["latent"], dtype=np.float32),
         np.asarray(outputs["code_probs"], dtype=np.float32),
@@ -61,11 +78,16 @@ class CodebookKMeansInit(keras.callbacks.Callback):
         seed: seed of K-means.
         batch_size: prediction batch size.
         layer_name: name of the quantizer layer.
+        sync: optional function applied to the new codebook (float32 NumPy
+            array) before it is assigned, called on every process at the same
+            epoch; e.g. one returning process 0's value on every process.
 
     After it ran, `inertia` holds the K-means inertia and `epoch` the epoch.
     """
 
-    def __init__(self, x, at_epoch=1, seed=0, batch_size=1024, layer_name="bottleneck"):
+    def __init__(
+        self, x, at_epoch=1, seed=0, batch_size=1024, layer_name="bottleneck", sync=None
+    ):
         super().__init__()
         if int(at_epoch) < 1:
             raise ValueError(f"at_epoch must be >= 1; got {at_epoch}.")
@@ -74,6 +96,7 @@ class CodebookKMeansInit(keras.callbacks.Callback):
         self.seed = int(seed)
         self.batch_size = int(batch_size)
         self.layer_name = layer_name
+        self.sync = sync
         self.epoch = None
         self.inertia = None
 
@@ -93,7 +116,8 @@ class CodebookKMeansInit(keras.callbacks.Callback):
             )
         with threadpool_limits(1):  # many-threaded OpenMP is far slower on shared CPUs
             kmeans = KMeans(num_codes, n_init=1, random_state=self.seed).fit(z)
-        layer.set_codebook(kmeans.cluster_centers_.astype("float32"))
+        centroids = kmeans.cluster_centers_.astype("float32")
+        layer.set_codebook(centroids if self.sync is None else self.sync(centroids))
         self.epoch, self.inertia = epoch, float(kmeans.inertia_)
         print(
             f"CodebookKMeansInit: codebook set to K-means (K={num_codes}) of "
@@ -116,13 +140,15 @@ class DeadCodeRestart(keras.callbacks.Callback):
         seed: seed of the choice of latents and of the noise.
         batch_size: prediction batch size.
         layer_name: name of the quantizer layer.
+        sync: as in `CodebookKMeansInit`; when given, it is called at every
+            check (with the codebook unchanged when no codeword is dead).
 
     `restarts` lists `(epoch, number of codewords restarted)` for every check.
     """
 
     def __init__(
         self, x, every=1, min_picks=1, noise=0.01, seed=0, batch_size=1024,
-        layer_name="bottleneck",
+        layer_name="bottleneck", sync=None,
     ):
         super().__init__()
         if int(every) < 1:
@@ -138,22 +164,28 @@ class DeadCodeRestart(keras.callbacks.Callback):
         self.rng = np.random.default_rng(seed)
         self.batch_size = int(batch_size)
         self.layer_name = layer_name
+        self.sync = sync
         self.restarts = []
 
     def on_epoch_begin(self, epoch, logs=None):
         if epoch == 0 or epoch % self.every:
             return
         layer = _quantizer(self.model, self.layer_name)
-        codebook = np.array(keras.ops.convert_to_numpy(layer.codebook), dtype=np.float32)
+        old = np.array(keras.ops.convert_to_numpy(layer.codebook), dtype=np.float32)
+        codebook = old.copy()
         z, probs = _encode(self.model, self.x, self.batch_size)
         picks = np.bincount(probs.argmax(axis=-1), minlength=len(codebook))
         dead = np.flatnonzero(picks < self.min_picks)
+        if len(dead):
+            chosen = z[self.rng.choice(len(z), size=len(dead), replace=len(dead) > len(z))]
+            scale = self.noise * z.std(axis=0, keepdims=True)
+            codebook[dead] = chosen + scale * self.rng.standard_normal(chosen.shape)
+        if self.sync is not None:  # every process takes part, dead codes or not
+            codebook = np.asarray(self.sync(codebook), dtype=np.float32)
+            dead = np.flatnonzero(np.any(codebook != old, axis=-1))
         self.restarts.append((epoch, int(len(dead))))
         if len(dead) == 0:
             return
-        chosen = z[self.rng.choice(len(z), size=len(dead), replace=len(dead) > len(z))]
-        scale = self.noise * z.std(axis=0, keepdims=True)
-        codebook[dead] = chosen + scale * self.rng.standard_normal(chosen.shape)
         layer.set_codebook(codebook)
         print(
             f"DeadCodeRestart: {len(dead)} of {len(codebook)} codewords unused; "

@@ -13,11 +13,17 @@ Keras is imported inside the functions, after the backend is chosen.
 import time
 
 from training import artifacts
+from training.distribution import checkpoint_callbacks
 from training.settings import CODEBOOK_SAMPLE, TrainingDiverged
 
 
-def run_callbacks(run_dir, resuming):
-    """History log, per-epoch checkpoint and NaN guard, in the order they must run."""
+def run_callbacks(run_dir, resuming, plan=None):
+    """History log, per-epoch checkpoint and NaN guard, in the order they must run.
+
+    `plan` (`training.distribution.Plan`) of a multi-process run: process 0
+    logs and checkpoints, the others write nothing, and all start from process
+    0's state (`training.distribution.checkpoint_callbacks`).
+    """
     import keras
 
     class EpochLog(keras.callbacks.Callback):
@@ -35,11 +41,16 @@ def run_callbacks(run_dir, resuming):
         def on_epoch_begin(self, epoch, logs=None):
             self.records = [r for r in self.records if r["epoch"] <= epoch]
             self.started = time.perf_counter()
+            self.steps = 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.steps += 1
 
         def on_epoch_end(self, epoch, logs=None):
             self.records.append({
                 "epoch": epoch + 1,
                 "seconds": time.perf_counter() - self.started,
+                "steps": self.steps,
                 "logs": {k: float(v) for k, v in (logs or {}).items()},
             })
             artifacts.write_json(self.path, {"epochs": self.records})
@@ -67,6 +78,9 @@ def run_callbacks(run_dir, resuming):
                     f"batch {batch + 1}"
                 ) from None
 
+    multi_process = plan is not None and plan.processes > 1
+    if multi_process and not plan.is_chief:
+        return [*checkpoint_callbacks(plan, run_dir / artifacts.CHECKPOINT), StopOnNaN()]
     history_path = run_dir / artifacts.HISTORY
     records = []
     if resuming and history_path.is_file():
@@ -75,16 +89,22 @@ def run_callbacks(run_dir, resuming):
         EpochLog(history_path, records),  # written before the checkpoint
         # double_checkpoint: a process killed while writing the weights leaves the
         # previous epoch's copy (*.bkp), which BackupAndRestore falls back to.
-        keras.callbacks.BackupAndRestore(
-            str(run_dir / artifacts.CHECKPOINT), save_freq="epoch",
-            double_checkpoint=True, delete_checkpoint=False,
-        ),
+        *(checkpoint_callbacks(plan, run_dir / artifacts.CHECKPOINT) if multi_process else [
+            keras.callbacks.BackupAndRestore(
+                str(run_dir / artifacts.CHECKPOINT), save_freq="epoch",
+                double_checkpoint=True, delete_checkpoint=False,
+            ),
+        ]),
         StopOnNaN(),
     ]
 
 
-def codebook_callbacks(s, x_train):
-    """The optional codebook maintenance of vq / softvq (softvq_keras.callbacks)."""
+def codebook_callbacks(s, x_train, sync=None):
+    """The optional codebook maintenance of vq / softvq (softvq_keras.callbacks).
+
+    `sync`: the callbacks' `sync` (`training.distribution.Plan.agree` makes every
+    process assign process 0's codebook).
+    """
     import numpy as np
 
     from softvq_keras.callbacks import CodebookKMeansInit, DeadCodeRestart
@@ -93,9 +113,9 @@ def codebook_callbacks(s, x_train):
     sample = x_train[np.sort(rng.permutation(len(x_train))[:CODEBOOK_SAMPLE])]
     found = []
     if s.codebook_init == "kmeans":
-        found.append(CodebookKMeansInit(sample, at_epoch=1, seed=s.seed))
+        found.append(CodebookKMeansInit(sample, at_epoch=1, seed=s.seed, sync=sync))
     if s.dead_code_restarts:
-        found.append(DeadCodeRestart(sample, seed=s.seed))
+        found.append(DeadCodeRestart(sample, seed=s.seed, sync=sync))
     return found
 
 

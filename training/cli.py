@@ -12,6 +12,7 @@ import sys
 from dataclasses import fields
 
 from training import artifacts
+from training.distribution import DistributedRunError, is_chief_process
 from training.evaluate import OneLineErrorParser, format_summary
 from training.run import train_and_export
 from training.settings import (
@@ -21,8 +22,10 @@ from training.settings import (
     CODEBOOK_SAMPLE,
     DEFAULT_BACKEND,
     EXIT_DIVERGED,
+    EXIT_FAILED,
     EXIT_USAGE,
     MODELS,
+    PRECISIONS,
     VARIANCES,
     FitSettings,
     TrainingDiverged,
@@ -61,7 +64,8 @@ def build_parser(presets=None):
             "(writes the run folder of docs/ARTIFACTS.md)."
         ),
         epilog=_defaults_table(presets)
-        + "\n\nexit codes: 0 done; 2 bad arguments, run folder or data; 3 NaN loss.",
+        + "\n\nexit codes: 0 done; 1 another process of a multi-process run failed; "
+        "2 bad arguments, run folder or data; 3 NaN loss.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     preset_default = "(default: the dataset's preset, below)"
@@ -114,7 +118,21 @@ def build_parser(presets=None):
     io.add_argument(
         "--backend", choices=BACKENDS,
         help="Keras backend (default: $KERAS_BACKEND, else jax for mlp datasets and "
-        "tensorflow for cnn datasets)",
+        "tensorflow for cnn datasets on a CPU, jax when a GPU is visible or several "
+        "processes train)",
+    )
+    hw = parser.add_argument_group("devices and precision")
+    hw.add_argument(
+        "--devices", type=int,
+        help="devices to train on, per process (default: every device the backend sees; "
+        "1 turns data parallelism off). Several (JAX): data parallel, --batch-size stays "
+        "the global batch. Several processes: set KERAS_DISTRIBUTION_JOB_ADDRESSES, "
+        "KERAS_DISTRIBUTION_NUM_PROCESSES and KERAS_DISTRIBUTION_PROCESS_ID",
+    )
+    hw.add_argument(
+        "--precision", choices=PRECISIONS, default="float32",
+        help="Keras dtype policy: mixed_* compute the encoder and decoder in 16 bits "
+        "(the quantizer stays float32; weights and exports are float32) (default: float32)",
     )
     mode = io.add_mutually_exclusive_group()
     mode.add_argument(
@@ -160,6 +178,9 @@ def main(argv=None):
     except UsageError as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except DistributedRunError as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return EXIT_FAILED
     except TrainingDiverged as e:
         checkpoint = settings.run_dir / artifacts.CHECKPOINT
         kept = f"; the last good epoch is in {checkpoint}" if checkpoint.is_dir() else ""
@@ -168,6 +189,9 @@ def main(argv=None):
             file=sys.stderr,
         )
         return EXIT_DIVERGED
+    if not is_chief_process():
+        print(f"Trained; process 0 wrote {run_dir}/.")
+        return 0
     metrics = artifacts.read_json(run_dir / artifacts.METRICS)
     print(f"Wrote {run_dir}/ ({', '.join(sorted(p.name for p in run_dir.iterdir()))})")
     print(format_summary(metrics))

@@ -10,13 +10,13 @@ and the softmax head on the training latents and writes metrics.json
 `config.json` is built by `run_config`.
 """
 
+import functools
 import importlib
 import json
-import math
 import platform
 import time
 
-from training import artifacts
+from training import artifacts, distribution
 from training.callbacks import codebook_callbacks, restored_epoch, run_callbacks
 from training.evaluate import PhaseTimer, evaluate_run, single_threaded
 from training.settings import (
@@ -42,8 +42,9 @@ def training_pipeline(x, batch_size, seed):
 
     Shuffling indices rather than images keeps the shuffle buffer small.
     """
-    import tensorflow as tf
+    from softvq_keras.sources import import_tensorflow
 
+    tf = import_tensorflow()
     images = tf.constant(x)
     return (
         tf.data.Dataset.range(len(x))
@@ -69,8 +70,8 @@ def _versions(backend):
     }
 
 
-def run_config(s, backend, info, hyper, splits, bottleneck):
-    """config.json (docs/ARTIFACTS.md) as plain JSON values."""
+def run_config(s, backend, info, hyper, splits, bottleneck, plan=None):
+    """config.json (docs/ARTIFACTS.md) as plain JSON values; `plan`: the devices."""
     config = {
         "dataset": s.dataset,
         "model": s.model,
@@ -98,6 +99,8 @@ def run_config(s, backend, info, hyper, splits, bottleneck):
         },
         "data_dir": s.data_dir,
         "data_source": splits.source,
+        "precision": s.precision,
+        **(plan.config() if plan is not None else {}),
         "versions": _versions(backend),
     }
     return json.loads(json.dumps(artifacts.to_builtin(config)))
@@ -151,9 +154,24 @@ def train_and_export(settings, callbacks=()):
     started_at = time.perf_counter()
     presets = load_presets()
     check_settings(settings, presets)
-    check_run_dir(settings)
+    if distribution.is_chief_process():  # the other processes write nothing
+        check_run_dir(settings)
     backend = choose_backend(settings, presets)
+    import keras
 
+    # A fresh state for every run in one process; it would also clear the
+    # distribution and the dtype policy, which are set next.
+    keras.backend.clear_session()
+    plan = distribution.setup(backend, settings.devices)
+    try:
+        with distribution.precision(settings.precision):
+            return _train_and_export(settings, callbacks, presets, backend, plan, started_at)
+    finally:
+        plan.close()
+
+
+def _train_and_export(settings, callbacks, presets, backend, plan, started_at):
+    """`train_and_export` once the backend, devices and precision are set."""
     import keras
 
     from softvq_keras import build_autoencoder, make_bottleneck
@@ -170,7 +188,8 @@ def train_and_export(settings, callbacks=()):
             raise UsageError(str(e)) from None
 
     batch_size = s.batch_size or preset["batch_size"]
-    steps_per_epoch = math.ceil(len(splits.x_train) / batch_size)
+    plan.check_batch_size(batch_size)
+    steps_per_epoch = plan.steps_per_epoch(len(splits.x_train), batch_size)
     hyper = {
         "epochs": s.epochs or epochs_for_steps(
             s.steps or preset["steps"], len(splits.x_train), batch_size
@@ -181,43 +200,66 @@ def train_and_export(settings, callbacks=()):
         "latent_dim": s.latent_dim or preset["latent_dim"],
     }
 
-    keras.backend.clear_session()  # a fresh state for every run in one process
     keras.utils.set_random_seed(s.seed)
-    try:
-        bottleneck = make_bottleneck(
-            s.model, s.dataset, seed=s.seed, codebook_size=s.codebook_size, beta=s.beta,
-            variance=s.variance,
+    new_bottleneck = functools.partial(
+        make_bottleneck, s.model, s.dataset, seed=s.seed, codebook_size=s.codebook_size,
+        beta=s.beta, variance=s.variance,
+    )
+
+    def build(bottleneck):
+        return build_autoencoder(
+            bottleneck, info.input_shape, hyper["latent_dim"], info.architecture,
+            pixel_variance=splits.pixel_variance,
         )
+
+    try:
+        bottleneck = new_bottleneck()
     except ValueError as e:
         raise UsageError(str(e)) from None
-    config = run_config(s, backend, info, hyper, splits, bottleneck)
-    resuming = s.resume and (run_dir / artifacts.CONFIG).is_file()
+    config = run_config(s, backend, info, hyper, splits, bottleneck, plan)
+    resuming = s.resume and plan.is_chief and (run_dir / artifacts.CONFIG).is_file()
     if resuming:
         check_resumable(run_dir, config)
-    elif s.overwrite:
+    elif s.overwrite and plan.is_chief:
         artifacts.remove_run_entries(run_dir)
 
-    autoencoder, encoder = build_autoencoder(
-        bottleneck, info.input_shape, hyper["latent_dim"], info.architecture,
-        pixel_variance=splits.pixel_variance,
-    )
+    autoencoder, encoder = build(bottleneck)
     autoencoder.compile(optimizer=keras.optimizers.Adam(hyper["learning_rate"]))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    artifacts.write_json(run_dir / artifacts.CONFIG, config)
+    if plan.is_chief:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        artifacts.write_json(run_dir / artifacts.CONFIG, config)
 
+    print(plan.describe(batch_size), flush=True)
     if resuming:
         print(f"Resuming {run_dir} after epoch {restored_epoch(run_dir)} of {hyper['epochs']}.")
     with timer.phase("train"):
         autoencoder.fit(
-            training_pipeline(splits.x_train, batch_size, s.seed),
+            plan.shard(
+                training_pipeline(splits.x_train, batch_size, s.seed),
+                len(splits.x_train), batch_size,
+            ),
             epochs=hyper["epochs"],
             callbacks=[
-                *run_callbacks(run_dir, resuming),
-                *codebook_callbacks(s, splits.x_train),
+                *run_callbacks(run_dir, resuming, plan),
+                *codebook_callbacks(s, splits.x_train, sync=plan.agree),
                 *callbacks,
             ],
             verbose=fit_verbosity(s.verbose),
             shuffle=False,  # the pipeline shuffles, with the seed
+        )
+    if plan.data_parallel:
+        crc = plan.check_replicas(autoencoder)
+        print(f"Weights agree on all {len(plan.devices)} devices "
+              f"({plan.processes} process{'es' * (plan.processes > 1)}): CRC-32 {crc:08x}.",
+              flush=True)
+    if not plan.is_chief:
+        plan.wait_for_chief()
+        return run_dir
+    if plan.data_parallel or s.precision != "float32":
+        # Export (and evaluate with) float32 copies on one device: the weights are
+        # float32 already; the mixed policy and the mesh are training settings.
+        autoencoder, encoder = plan.local_float32_copy(
+            autoencoder, lambda: build(new_bottleneck())
         )
     with timer.phase("export"):
         artifacts.save_keras_model(encoder, run_dir / artifacts.ENCODER)
@@ -230,6 +272,7 @@ def train_and_export(settings, callbacks=()):
         started_at=started_at,
     )
     artifacts.remove_checkpoint(run_dir)
+    plan.wait_for_chief()  # the other processes exit once the folder is complete
     return run_dir
 
 

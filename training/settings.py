@@ -38,13 +38,16 @@ NUM_CLASSES = 10
 #: Settings a resumed run must share with the run it continues.
 RESUME_KEYS = (
     "dataset", "model", "backend", "batch_size", "learning_rate", "latent_dim", "seed",
-    "bottleneck", "codebook_init", "dead_code_restarts",
+    "bottleneck", "codebook_init", "dead_code_restarts", "precision",
 )
 #: Values of settings that run folders written before the setting existed lack.
-RESUME_DEFAULTS = {"codebook_init": "random", "dead_code_restarts": False}
+RESUME_DEFAULTS = {"codebook_init": "random", "dead_code_restarts": False, "precision": "float32"}
+#: `--precision` choices: Keras dtype policies (training.distribution applies them).
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 #: The same for the bottleneck's own settings (layer arguments added later).
 BOTTLENECK_DEFAULTS = {"variance": "per_input"}
 
+EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
 
@@ -83,6 +86,8 @@ class FitSettings:
     probe_epochs: int = 20
     raw_baseline: bool = True
     verbose: int | None = None  # None: fit_verbosity() decides
+    precision: str = "float32"
+    devices: int | None = None  # per process; None: every visible device
 
     @property
     def run_dir(self):
@@ -170,6 +175,10 @@ def check_settings(s, presets):
     if s.data_dir is not None:
         require(Path(s.data_dir).is_dir(), f"--data-dir {s.data_dir!r} is not a directory")
     require(not (s.resume and s.overwrite), "--resume and --overwrite exclude each other")
+    require(s.precision in PRECISIONS,
+             f"--precision must be one of {', '.join(PRECISIONS)}; got {s.precision!r}")
+    require(s.devices is None or (isinstance(s.devices, int) and s.devices >= 1),
+             f"--devices must be a positive integer; got {s.devices}")
 
 
 def check_run_dir(s):
@@ -195,6 +204,27 @@ def check_run_dir(s):
              f"nothing to resume in {str(run_dir)!r}: the run finished; pass --overwrite to train again")
 
 
+def gpu_visible():
+    """Whether an NVIDIA GPU is visible to this process (read without importing a backend)."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "unset").strip() in ("", "-1"):
+        return False
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return gpus.is_dir() and any(gpus.iterdir())
+
+
+def default_backend(architecture):
+    """The backend when neither --backend nor KERAS_BACKEND is set.
+
+    On a CPU, the fastest measured here for the architecture (DEFAULT_BACKEND:
+    JAX for the MLP, TensorFlow for the CNN). With a GPU visible, or several
+    processes (KERAS_DISTRIBUTION_NUM_PROCESSES), JAX: the backend that trains on
+    several devices (training.distribution); the CPU figures say nothing of GPUs.
+    """
+    if gpu_visible() or os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES"):
+        return "jax"
+    return DEFAULT_BACKEND[architecture]
+
+
 def choose_backend(s, presets):
     """Set `KERAS_BACKEND` (before Keras is imported) and return its name."""
     requested = s.backend or os.environ.get("KERAS_BACKEND")
@@ -206,7 +236,7 @@ def choose_backend(s, presets):
                  f"Keras is already imported with the {current} backend in this process; "
                  f"cannot switch to {s.backend}")
         return current
-    backend = requested or DEFAULT_BACKEND[presets.DATASETS[s.dataset].architecture]
+    backend = requested or default_backend(presets.DATASETS[s.dataset].architecture)
     require(backend in BACKENDS, f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     os.environ["KERAS_BACKEND"] = backend
     return backend

@@ -82,12 +82,21 @@ def test_default_backend_follows_the_architecture(dataset, expected):
         f"print(choose_backend(FitSettings({dataset!r}, 'ae'), load_presets()), "
         "os.environ['KERAS_BACKEND'], 'keras' in sys.modules)"
     )
-    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    env = {k: v for k, v in os.environ.items()
+           if k != "KERAS_BACKEND" and not k.startswith("KERAS_DISTRIBUTION_")}
+    env["CUDA_VISIBLE_DEVICES"] = ""  # the CPU defaults, whatever this machine has
     proc = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True,
         text=True, timeout=60,
     )
     assert proc.stdout.split() == [expected, expected, "False"], proc.stderr
+    # Several processes (Keras' variables): JAX, the backend that trains on several devices.
+    env["KERAS_DISTRIBUTION_NUM_PROCESSES"] = "2"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True,
+        text=True, timeout=60,
+    )
+    assert proc.stdout.split() == ["jax", "jax", "False"], proc.stderr
 
 
 def test_an_explicit_backend_wins_over_the_default():
