@@ -3,8 +3,10 @@
 `build_parser` defines every option (each defaults to the dataset's preset;
 `--help` ends with the per-dataset defaults table), and `main` maps the parsed
 options onto `FitSettings`, runs `training.run.train_and_export` and turns its
-errors into one line on stderr and an exit code: 2 for a `UsageError` (bad
-setting, run folder or data), 3 for `TrainingDiverged` (NaN loss).
+errors into one line on stderr and an exit code: 1 for a
+`DistributedRunError` (another process failed, replicas differ), 2 for a
+`UsageError` (bad setting, run folder or data), 3 for `TrainingDiverged` (NaN loss).
+Processes other than 0 of a multi-process run print one line and exit 0.
 """
 
 import argparse

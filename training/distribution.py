@@ -27,7 +27,7 @@ cut to a multiple of it.
 
 Process 0 alone writes the run folder (`Plan.is_chief`); every process starts
 from process 0's state, restored from its checkpoint on `--resume`
-(`checkpoint_callbacks`), trains, checks that its weights equal process 0's
+(`training.callbacks.checkpoint_callbacks`), trains, checks that its weights equal process 0's
 (`Plan.check_replicas`), and the others wait for process 0 to finish writing
 (`Plan.wait_for_chief`). The codebook callbacks assign process 0's
 codebook on every process (`Plan.agree`).
@@ -259,77 +259,6 @@ class Plan:
                 f"process {self.process_id} of {self.processes}: the run stopped on another "
                 f"process before it finished ({str(e).splitlines()[0][:200]})"
             ) from None
-
-
-def checkpoint_callbacks(plan, checkpoint_dir):
-    """The per-epoch checkpoint of a multi-process run (`plan.processes > 1`).
-
-    Under a multi-process distribution every assignment to a variable is a
-    collective operation that all processes must make in the same order, so
-    process 0 cannot restore a checkpoint alone, and Keras' saving (which makes
-    variables) must run outside the distribution. So: process 0 saves with
-    `BackupAndRestore` outside the distribution and never restores; at the
-    start of `fit`, process 0 reads the checkpoint (when there is one) into a
-    copy of the model on its own device, and every process assigns process 0's
-    weights, optimizer state and starting epoch. The others need not see the
-    run folder.
-    """
-    import keras
-    import numpy as np
-
-    def checkpoint():
-        return keras.callbacks.BackupAndRestore(
-            str(checkpoint_dir), save_freq="epoch", double_checkpoint=True,
-            delete_checkpoint=False,
-        )
-
-    class Save(keras.callbacks.Callback):
-        """Process 0: `BackupAndRestore`'s saving at every epoch end, outside the distribution."""
-
-        def __init__(self):
-            super().__init__()
-            self.saver = checkpoint()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.saver.set_model(self.model)
-            with plan.local():
-                self.saver.on_epoch_end(epoch, logs)
-
-    class Restore(keras.callbacks.Callback):
-        """Every process: process 0's state (restored from its checkpoint, if any)."""
-
-        def on_train_begin(self, logs=None):
-            model = self.model
-            if model.optimizer is not None and not model.optimizer.built:
-                model.optimizer.build(model.trainable_variables)
-            variables = list(model.variables) + list(model.optimizer.variables)
-            values = [np.asarray(keras.ops.convert_to_numpy(v.value)) for v in variables]
-            epoch = 0
-            if plan.is_chief and checkpoint_dir.is_dir():
-                values, epoch = self._restored(model, values)
-            values, epoch = plan.agree((values, np.array([epoch], np.int32)))
-            for variable, value in zip(variables, values):
-                variable.assign(value)
-            if int(epoch[0]):
-                model._initial_epoch = int(epoch[0])
-
-        def _restored(self, model, current):
-            """The checkpoint's values, read into a local copy of `model`."""
-            with plan.local():
-                copy = keras.models.clone_model(model)
-                optimizer = model.optimizer.__class__.from_config(model.optimizer.get_config())
-                copy.compile(optimizer=optimizer)
-                copy.optimizer.build(copy.trainable_variables)
-                loader = checkpoint()
-                loader.set_model(copy)
-                loader.on_train_begin()  # BackupAndRestore's own loading, .bkp fallback included
-                values = [np.asarray(keras.ops.convert_to_numpy(v.value))
-                          for v in list(copy.variables) + list(copy.optimizer.variables)]
-            if [v.shape for v in values] != [v.shape for v in current]:
-                raise DistributedRunError("the checkpoint does not match the model's variables")
-            return values, int(getattr(copy, "_initial_epoch", None) or 0)
-
-    return ([Save()] if plan.is_chief else []) + [Restore()]
 
 
 def setup(backend, devices=None):

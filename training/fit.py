@@ -27,11 +27,16 @@ The run folder (`--out`, default `runs/<dataset>-<model>/`):
   `checkpoint/` is removed once `metrics.json` is written, so a folder with
   `metrics.json` and no `checkpoint/` is a finished run.
 
-Exit codes: 0 done; 2 bad arguments, unusable run folder or unavailable data
-(one line on stderr, before any model is built); 3 the loss became NaN or
+Devices (`training.distribution`): every device the backend sees, data
+parallel under JAX when there are several, and across processes when Keras'
+`KERAS_DISTRIBUTION_*` variables are set (process 0 writes the folder);
+`--devices N` per process, `--precision` the Keras dtype policy.
+
+Exit codes: 0 done; 1 another process of a multi-process run failed, or the
+replicas' weights differ; 2 bad arguments, unusable run folder or unavailable
+data (one line on stderr, before any model is built); 3 the loss became NaN or
 infinite (nothing exported; the last good epoch stays in `checkpoint/`).
 
-Library use (e.g. to train every row of a table):
 Library use (e.g. to train every row of a table):
 
 >>> from training.fit import run
@@ -45,7 +50,9 @@ Where each concern lives (this module only re-exports them):
 - `training.run`: `train_and_export` / `run`, config.json, exports and the
   downstream K-means and softmax head;
 - `training.callbacks`: history.json, the per-epoch checkpoint, the NaN guard
-  and the codebook callbacks.
+  and the codebook callbacks;
+- `training.distribution`: the devices, data parallelism over devices and
+  processes, the precision policy.
 """
 
 import sys
