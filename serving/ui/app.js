@@ -9,6 +9,7 @@
 const $ = (id) => document.getElementById(id);
 const KEY = "softvq-api-key";
 const API = new URL("../", window.location.href); // the service root, whatever the mount
+const READBACK = { willReadFrequently: true };   // the page reads its canvases back
 
 let info = null;          // /ui/config.json
 let drawing = false;
@@ -29,7 +30,17 @@ function clearError() {
 }
 
 // ---- API calls with the optional key ------------------------------------------------
+let keyPrompt = null;     // the open key dialog, shared by concurrent calls
+
+// Ask the person for the API key (one dialog, however many calls need it).
 function askForKey(message) {
+  if (!keyPrompt) {
+    keyPrompt = promptForKey(message).finally(() => { keyPrompt = null; });
+  }
+  return keyPrompt;
+}
+
+function promptForKey(message) {
   return new Promise((resolve) => {
     const dialog = $("key-dialog");
     $("key-message").textContent = message || "This service asks for an API key.";
@@ -50,13 +61,16 @@ function askForKey(message) {
   });
 }
 
+// GET `path` (no body), or POST `body`: a FormData as multipart, anything else as JSON.
 async function call(path, body) {
   for (let attempt = 0; attempt < 3; attempt++) {
     const headers = {};
     const key = sessionStorage.getItem(KEY);
     if (key) headers["Authorization"] = "Bearer " + key;
     let init = { method: "GET", headers };
-    if (body !== undefined) {
+    if (body instanceof FormData) {
+      init = { method: "POST", headers, body };  // the browser sets the boundary
+    } else if (body !== undefined) {
       headers["Content-Type"] = "application/json";
       init = { method: "POST", headers, body: JSON.stringify(body) };
     }
@@ -74,6 +88,7 @@ async function call(path, body) {
     }
     if (response.status === 401) {
       const reason = (payload && payload.error) || "The service needs an API key.";
+      if (sessionStorage.getItem(KEY) !== key) continue;  // another call got a new key meanwhile
       const entered = await askForKey(key ? "That key was refused: " + reason : reason);
       if (!entered) throw new Error("Not sent: " + reason);
       sessionStorage.setItem(KEY, entered);
@@ -121,7 +136,7 @@ function resize(source, width, height) {
 
 // The run-sized pixels (0-255 floats, [H][W] or [H][W][3]) of a canvas.
 function modelPixels(canvas) {
-  const ctx = canvas.getContext("2d");
+  const ctx = canvas.getContext("2d", READBACK);
   const rgba = resize(ctx.getImageData(0, 0, canvas.width, canvas.height), info.width, info.height);
   const rows = [];
   for (let y = 0; y < info.height; y++) {
@@ -148,7 +163,7 @@ function toRaw(pixels) {
 function paint(canvas, raw) {
   canvas.width = info.width;
   canvas.height = info.height;
-  const ctx = canvas.getContext("2d");
+  const ctx = canvas.getContext("2d", READBACK);
   const image = ctx.createImageData(info.width, info.height);
   const scale = 255 / info.pixel_max;
   raw.forEach((row, y) => row.forEach((v, x) => {
@@ -167,7 +182,7 @@ function showProbabilities(probabilities) {
   const bars = $("probabilities");
   bars.replaceChildren(...probabilities.map((p, i) => {
     const row = document.createElement("div");
-    row.className = "bar" + (i === best ? " top" : "");
+    row.className = "bar" + (i === best ? " best" : "");
     row.dataset.label = String(i);
     const name = document.createElement("span");
     name.className = "name";
@@ -192,6 +207,7 @@ async function predict() {
   if (!info) return;
   if (inFlight) { queued = true; return; }
   inFlight = true;
+  document.body.dataset.busy = "true";  // "false" once every answer is shown (for tests)
   const pixels = modelPixels($("pad"));
   const raw = toRaw(pixels);
   paint($("model-input"), raw);
@@ -227,7 +243,7 @@ async function predict() {
     showError(error.message);
   } finally {
     inFlight = false;
-    if (queued) { queued = false; predict(); }
+    if (queued) { queued = false; predict(); } else { document.body.dataset.busy = "false"; }
   }
 }
 
@@ -238,15 +254,15 @@ function resetAnswers() {
   $("cluster").textContent = "–";
   $("probabilities").replaceChildren();
   const r = $("reconstruction");
-  r.getContext("2d").clearRect(0, 0, r.width, r.height);
+  r.getContext("2d", READBACK).clearRect(0, 0, r.width, r.height);
   r.dataset.state = "empty";
-  $("model-input").getContext("2d").clearRect(0, 0, r.width, r.height);
+  $("model-input").getContext("2d", READBACK).clearRect(0, 0, r.width, r.height);
 }
 
 // ---- drawing --------------------------------------------------------------------------
 function clearPad() {
   const pad = $("pad");
-  const ctx = pad.getContext("2d");
+  const ctx = pad.getContext("2d", READBACK);
   ctx.fillStyle = "#000";
   ctx.fillRect(0, 0, pad.width, pad.height);
   dirty = false;
@@ -263,7 +279,7 @@ function padPoint(event) {
 
 function stroke(from, to) {
   const pad = $("pad");
-  const ctx = pad.getContext("2d");
+  const ctx = pad.getContext("2d", READBACK);
   // About one run pixel wide, like the strokes of the training digits.
   ctx.lineWidth = Math.max(pad.width * 0.08, 1.15 * pad.width / info.width);
   ctx.lineCap = "round";
@@ -315,7 +331,7 @@ function loadFile(file) {
   image.onload = () => {
     URL.revokeObjectURL(url);
     const pad = $("pad");
-    const ctx = pad.getContext("2d");
+    const ctx = pad.getContext("2d", READBACK);
     ctx.fillStyle = "#000";
     ctx.fillRect(0, 0, pad.width, pad.height);
     ctx.imageSmoothingEnabled = image.naturalWidth > pad.width;
@@ -332,18 +348,29 @@ function loadFile(file) {
     dirty = true;
     predict();
   };
-  image.onerror = () => {
+  image.onerror = () => {  // the pad and the last answers stay as they were
     URL.revokeObjectURL(url);
-    resetAnswers();
-    showError(`Could not read “${file.name}” as an image: the browser cannot decode it. `
-      + "Choose a PNG, JPEG, GIF, BMP or WebP picture.");
+    refusal(file);
   };
   image.src = url;
 }
 
+// A file the browser cannot decode goes to the service as it is (the *_png
+// routes check uploads), so that the person sees the service's own refusal.
+async function refusal(file) {
+  const form = new FormData();
+  form.append("image", file, file.name);
+  try {
+    await call(info.labelled ? "classify_png" : "cluster_png", form);
+    showError(`“${file.name}” cannot be shown by this browser: choose a PNG or JPEG picture.`);
+  } catch (error) {
+    showError(`“${file.name}” is not an image the service can read: ${error.message}`);
+  }
+}
+
 // A light border means dark ink on light paper: the training digits are light on black.
 function looksInverted(canvas) {
-  const ctx = canvas.getContext("2d");
+  const ctx = canvas.getContext("2d", READBACK);
   const { width, height } = canvas;
   const data = ctx.getImageData(0, 0, width, height).data;
   let sum = 0, n = 0;
@@ -358,7 +385,7 @@ function looksInverted(canvas) {
 }
 
 function invert(canvas) {
-  const ctx = canvas.getContext("2d");
+  const ctx = canvas.getContext("2d", READBACK);
   const image = ctx.getImageData(0, 0, canvas.width, canvas.height);
   for (let k = 0; k < image.data.length; k += 4) {
     for (let c = 0; c < 3; c++) image.data[k + c] = 255 - image.data[k + c];
@@ -424,6 +451,11 @@ async function start() {
   }
   describeRun();
   clearPad();
+  if (info.api_key_required && !sessionStorage.getItem(KEY)) {
+    const entered = await askForKey("This service requires an API key: enter one of its keys "
+      + "to use the page (it is sent as the header Authorization: Bearer <key>).");
+    if (entered) sessionStorage.setItem(KEY, entered);
+  }
   document.body.dataset.ready = "true";
 }
 
