@@ -20,33 +20,37 @@ import requests
 
 from serving_helpers import png_bytes
 
-pytestmark = pytest.mark.slow
-
 KEY = "browser-key-0123456789"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+try:
+    import selenium  # noqa: F401
+    HAVE_SELENIUM = True
+except ImportError:
+    HAVE_SELENIUM = False
 
-
-def _browser_paths():
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    return chromium, driver
+# Decided before any fixture runs, so a skipped run trains and serves nothing.
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not HAVE_SELENIUM,
+                       reason="selenium is not installed (pip install -e '.[test]')"),
+    pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
+                       reason="headless Chromium is not installed: apt-get install -y chromium "
+                       "chromium-driver (.ci/run does so when it runs as root)"),
+]
 
 
 @pytest.fixture(scope="module")
 def browser():
-    webdriver = pytest.importorskip(
-        "selenium.webdriver", reason="selenium is not installed (pip install -e '.[test]')")
-    chromium, driver = _browser_paths()
-    if not chromium or not driver:
-        pytest.skip("headless Chromium is not installed: apt-get install -y chromium "
-                    "chromium-driver (.ci/run does so when it runs as root)")
+    from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
-    options.binary_location = chromium
+    options.binary_location = CHROMIUM
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu",
                      "--disable-dev-shm-usage", "--window-size=1200,800"):
         options.add_argument(argument)
-    session = webdriver.Chrome(service=Service(driver), options=options)
+    session = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     session.set_script_timeout(30)
     try:
         yield session
