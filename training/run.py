@@ -20,6 +20,7 @@ from training import artifacts
 from training.callbacks import codebook_callbacks, restored_epoch, run_callbacks
 from training.evaluate import PhaseTimer, evaluate_run, single_threaded
 from training.settings import (
+    ADAM_EPSILON,
     BOTTLENECK_DEFAULTS,
     CLASS_NAMES,
     NUM_CLASSES,
@@ -179,6 +180,7 @@ def train_and_export(settings, callbacks=()):
         "batch_size": batch_size,
         "learning_rate": s.learning_rate or preset["learning_rate"],
         "latent_dim": s.latent_dim or preset["latent_dim"],
+        "adam_epsilon": s.adam_epsilon or ADAM_EPSILON,
     }
 
     keras.backend.clear_session()  # a fresh state for every run in one process
@@ -186,7 +188,8 @@ def train_and_export(settings, callbacks=()):
     try:
         bottleneck = make_bottleneck(
             s.model, s.dataset, seed=s.seed, codebook_size=s.codebook_size, beta=s.beta,
-            variance=s.variance,
+            variance=s.variance, codebook_update=s.codebook_update,
+            infodropout_weighting=s.infodropout_weighting,
         )
     except ValueError as e:
         raise UsageError(str(e)) from None
@@ -201,7 +204,8 @@ def train_and_export(settings, callbacks=()):
         bottleneck, info.input_shape, hyper["latent_dim"], info.architecture,
         pixel_variance=splits.pixel_variance,
     )
-    autoencoder.compile(optimizer=keras.optimizers.Adam(hyper["learning_rate"]))
+    autoencoder.compile(optimizer=keras.optimizers.Adam(
+        hyper["learning_rate"], epsilon=hyper["adam_epsilon"]))
     run_dir.mkdir(parents=True, exist_ok=True)
     artifacts.write_json(run_dir / artifacts.CONFIG, config)
 
