@@ -1,15 +1,14 @@
 // The /ui page: draw or drop an image, send it as raw pixels to /classify,
 // /cluster and /reconstruct, show the answers. Plain browser JavaScript, no
 // libraries. The run's size, channels, pixel range and class names come from
-// /ui/config.json; an image of any size is scaled to the run's size here
-// (area average), converted to its channels and mapped from 0-255 to
+// /ui/config.json; pixels.js (loaded first) scales an image of any size to the
+// run's size (area average), converts it to its channels and maps 0-255 to
 // 0..pixel_max, exactly like the service's PNG routes do.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const KEY = "softvq-api-key";
 const API = new URL("../", window.location.href); // the service root, whatever the mount
-const READBACK = { willReadFrequently: true };   // the page reads its canvases back
 
 let info = null;          // /ui/config.json
 let drawing = false;
@@ -105,76 +104,6 @@ async function call(path, body) {
   throw new Error("The API key was refused three times.");
 }
 
-// ---- pixels -------------------------------------------------------------------------
-// Area-average `source` (ImageData) down or up to width x height; returns RGBA floats.
-function resize(source, width, height) {
-  const out = new Float32Array(width * height * 4);
-  const sx = source.width / width;
-  const sy = source.height / height;
-  const data = source.data;
-  for (let y = 0; y < height; y++) {
-    const y0 = y * sy, y1 = (y + 1) * sy;
-    for (let x = 0; x < width; x++) {
-      const x0 = x * sx, x1 = (x + 1) * sx;
-      const acc = [0, 0, 0, 0];
-      let total = 0;
-      for (let j = Math.floor(y0); j < Math.min(Math.ceil(y1), source.height); j++) {
-        const wy = Math.min(j + 1, y1) - Math.max(j, y0);
-        for (let i = Math.floor(x0); i < Math.min(Math.ceil(x1), source.width); i++) {
-          const w = wy * (Math.min(i + 1, x1) - Math.max(i, x0));
-          const k = (j * source.width + i) * 4;
-          for (let c = 0; c < 4; c++) acc[c] += w * data[k + c];
-          total += w;
-        }
-      }
-      const o = (y * width + x) * 4;
-      for (let c = 0; c < 4; c++) out[o + c] = acc[c] / total;
-    }
-  }
-  return out;
-}
-
-// The run-sized pixels (0-255 floats, [H][W] or [H][W][3]) of a canvas.
-function modelPixels(canvas) {
-  const ctx = canvas.getContext("2d", READBACK);
-  const rgba = resize(ctx.getImageData(0, 0, canvas.width, canvas.height), info.width, info.height);
-  const rows = [];
-  for (let y = 0; y < info.height; y++) {
-    const row = [];
-    for (let x = 0; x < info.width; x++) {
-      const k = (y * info.width + x) * 4;
-      const a = rgba[k + 3] / 255; // transparent parts count as the black background
-      const rgb = [rgba[k] * a, rgba[k + 1] * a, rgba[k + 2] * a];
-      row.push(info.channels === 3 ? rgb : 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]);
-    }
-    rows.push(row);
-  }
-  return rows;
-}
-
-// Pixels 0-255 -> the dataset's raw range 0..pixel_max, rounded to keep requests small.
-function toRaw(pixels) {
-  const scale = info.pixel_max / 255;
-  const map = (v) => (Array.isArray(v) ? v.map(map) : Math.round(v * scale * 1e4) / 1e4);
-  return pixels.map(map);
-}
-
-// Paint raw-range pixels ([H][W] or [H][W][3], 0..pixel_max) onto a run-sized canvas.
-function paint(canvas, raw) {
-  canvas.width = info.width;
-  canvas.height = info.height;
-  const ctx = canvas.getContext("2d", READBACK);
-  const image = ctx.createImageData(info.width, info.height);
-  const scale = 255 / info.pixel_max;
-  raw.forEach((row, y) => row.forEach((v, x) => {
-    const rgb = Array.isArray(v) ? v : [v, v, v];
-    const k = (y * info.width + x) * 4;
-    for (let c = 0; c < 3; c++) image.data[k + c] = Math.max(0, Math.min(255, rgb[c] * scale));
-    image.data[k + 3] = 255;
-  }));
-  ctx.putImageData(image, 0, 0);
-}
-
 // ---- answers --------------------------------------------------------------------------
 function showProbabilities(probabilities) {
   const names = info.class_names;
@@ -208,9 +137,8 @@ async function predict() {
   if (inFlight) { queued = true; return; }
   inFlight = true;
   document.body.dataset.busy = "true";  // "false" once every answer is shown (for tests)
-  const pixels = modelPixels($("pad"));
-  const raw = toRaw(pixels);
-  paint($("model-input"), raw);
+  const raw = toRaw(modelPixels($("pad"), info), info);
+  paint($("model-input"), raw, info);
   const body = { images: [raw] };
   try {
     const [classes, clusters, decoded] = await Promise.all([
@@ -236,7 +164,7 @@ async function predict() {
       " · distance " + clusters.distances[0].toFixed(3) + (matched !== null ? " · matched class " + matched : "")));
     $("cluster").dataset.cluster = String(c);
     if (decoded) {
-      paint($("reconstruction"), decoded.images[0]);
+      paint($("reconstruction"), decoded.images[0], info);
       $("reconstruction").dataset.state = "ready";
     }
   } catch (error) {
@@ -366,31 +294,6 @@ async function refusal(file) {
   } catch (error) {
     showError(`“${file.name}” is not an image the service can read: ${error.message}`);
   }
-}
-
-// A light border means dark ink on light paper: the training digits are light on black.
-function looksInverted(canvas) {
-  const ctx = canvas.getContext("2d", READBACK);
-  const { width, height } = canvas;
-  const data = ctx.getImageData(0, 0, width, height).data;
-  let sum = 0, n = 0;
-  for (let x = 0; x < width; x += 4) {
-    for (const y of [0, height - 1]) {
-      const k = (y * width + x) * 4;
-      sum += (data[k] + data[k + 1] + data[k + 2]) / 3;
-      n++;
-    }
-  }
-  return sum / n > 127;
-}
-
-function invert(canvas) {
-  const ctx = canvas.getContext("2d", READBACK);
-  const image = ctx.getImageData(0, 0, canvas.width, canvas.height);
-  for (let k = 0; k < image.data.length; k += 4) {
-    for (let c = 0; c < 3; c++) image.data[k + c] = 255 - image.data[k + c];
-  }
-  ctx.putImageData(image, 0, 0);
 }
 
 function setUpFiles() {

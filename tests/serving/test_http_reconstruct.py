@@ -87,7 +87,8 @@ def test_ui_page_and_its_run_description(server, digits_run):
     for element in ('<canvas id="pad"', 'id="image" type="file"', 'id="prediction"',
                     'id="probabilities"', 'id="cluster"', 'id="reconstruction"', 'id="error"'):
         assert element in page.text
-    for name, kind in (("app.js", "javascript"), ("style.css", "text/css")):
+    for name, kind in (("app.js", "javascript"), ("pixels.js", "javascript"),
+                       ("style.css", "text/css")):
         asset = requests.get(server.url + "/ui/" + name, timeout=10)
         assert asset.status_code == 200 and kind in asset.headers["content-type"]
     assert "http" not in page.text.replace('href="../"', "")  # no CDN, nothing external

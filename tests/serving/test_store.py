@@ -229,7 +229,7 @@ def test_bentoml_build_packs_the_model_by_tag_and_the_bento_serves_it(store, tmp
     assert not (src / "runs").exists()  # the run comes from the store, not the source tree
     assert {"service.py", "store.py", "reconstruct.py", "ui_app.py", "startup.py"} <= {
         p.name for p in (src / "serving").iterdir()}
-    assert {"index.html", "app.js", "style.css"} <= {p.name for p in (src / "serving/ui").iterdir()}
+    assert {"index.html", "app.js", "pixels.js", "style.css"} <= {p.name for p in (src / "serving/ui").iterdir()}
     assert (src / "softvq_keras" / "layers" / "soft_vector_quantizer.py").is_file()
     requirements = (bento / "env" / "python" / "requirements.txt").read_text()
     for package in ("bentoml", "keras", "jax[cpu]", "numpy", "pillow"):

@@ -97,7 +97,8 @@ def _draw_stroke(browser):
 
 def _sent_pixels(browser):
     """The raw pixels the page sends for what the pad shows (its own functions)."""
-    return browser.execute_script("return toRaw(modelPixels(document.getElementById('pad')))")
+    return browser.execute_script(
+        "return toRaw(modelPixels(document.getElementById('pad'), info), info)")
 
 
 def _reconstruction_brightness(browser):
