@@ -20,6 +20,7 @@ from training import artifacts, distribution
 from training.callbacks import codebook_callbacks, restored_epoch, run_callbacks
 from training.evaluate import PhaseTimer, evaluate_run, single_threaded
 from training.settings import (
+    ADAM_EPSILON,
     BOTTLENECK_DEFAULTS,
     CLASS_NAMES,
     NUM_CLASSES,
@@ -198,12 +199,14 @@ def _train_and_export(settings, callbacks, presets, backend, plan, started_at):
         "batch_size": batch_size,
         "learning_rate": s.learning_rate or preset["learning_rate"],
         "latent_dim": s.latent_dim or preset["latent_dim"],
+        "adam_epsilon": s.adam_epsilon or ADAM_EPSILON,
     }
 
     keras.utils.set_random_seed(s.seed)
     new_bottleneck = functools.partial(
         make_bottleneck, s.model, s.dataset, seed=s.seed, codebook_size=s.codebook_size,
-        beta=s.beta, variance=s.variance,
+        beta=s.beta, variance=s.variance, codebook_update=s.codebook_update,
+        infodropout_weighting=s.infodropout_weighting,
     )
 
     def build(bottleneck):
@@ -224,7 +227,8 @@ def _train_and_export(settings, callbacks, presets, backend, plan, started_at):
         artifacts.remove_run_entries(run_dir)
 
     autoencoder, encoder = build(bottleneck)
-    autoencoder.compile(optimizer=keras.optimizers.Adam(hyper["learning_rate"]))
+    autoencoder.compile(optimizer=keras.optimizers.Adam(
+        hyper["learning_rate"], epsilon=hyper["adam_epsilon"]))
     if plan.is_chief:
         run_dir.mkdir(parents=True, exist_ok=True)
         artifacts.write_json(run_dir / artifacts.CONFIG, config)

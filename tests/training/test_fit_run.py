@@ -294,3 +294,28 @@ def test_codebook_options_reach_training_and_config(tmp_path, small_run, capsys)
     assert artifacts.missing_files(out) == []
     with pytest.raises(UsageError, match="nothing to resume"):
         run("digits", "vq", out=out, resume=True, **small_run)
+
+
+def test_ema_codebook_and_adam_epsilon_reach_training_and_config(tmp_path, small_run):
+    """--codebook-update ema moves the codebook without a codebook loss term;
+    --adam-epsilon reaches the optimizer and config.json."""
+    seen = CodebookAt()
+    out = run("digits", "vq", out=tmp_path / "ema", codebook_update="ema",
+              adam_epsilon=1e-9, callbacks=[seen], **{**small_run, "epochs": 2})
+    config = read(out, artifacts.CONFIG)
+    assert config["bottleneck"]["codebook_update"] == "ema"
+    assert config["adam_epsilon"] == pytest.approx(1e-9)
+    first, second = seen.codebooks
+    assert np.abs(second - first).max() > 1e-4  # EMA assignments happened inside fit
+    autoencoder = keras.saving.load_model(out / artifacts.AUTOENCODER)
+    assert autoencoder.optimizer.epsilon == pytest.approx(1e-9)
+    stats = [w for w in autoencoder.get_layer("bottleneck").weights if "ema" in w.path]
+    assert len(stats) == 2 and all(not w.trainable for w in stats)
+    # The codebook term is still logged but no longer part of the loss:
+    # loss = reconstruction + w * c * commitment (per-epoch means, so linear).
+    logs = read(out, artifacts.HISTORY)["epochs"][-1]["logs"]
+    w, c = config["bottleneck"]["loss_weight"], config["bottleneck"]["commitment_cost"]
+    expected = logs["reconstruction_loss"] + w * c * logs["commitment_loss"]
+    assert logs["loss"] == pytest.approx(expected, rel=1e-3)  # epoch means: partial batch
+    with_codebook = expected + w * logs["codebook_loss"]
+    assert abs(logs["loss"] - with_codebook) > 10 * abs(logs["loss"] - expected)
