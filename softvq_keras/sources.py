@@ -58,6 +58,7 @@ class SourceInfo:
     source: str
     preprocessing: dict = field(default_factory=dict)
     skipped: list = field(default_factory=list)  # unreadable files skipped
+    split_given: bool = True  # False: the test split was drawn here (test_fraction, seed)
 
     @property
     def num_classes(self):
@@ -365,6 +366,7 @@ def _open_npz(path, options):
         test = (arrays["x_test"], y_te)
     else:
         train, test = _split_arrays(*train, options.get("test_fraction", 0.2), options.get("seed", 0))
+        options["split_drawn"] = True
     names = None
     if labelled:
         for key, (x, y) in (("train", train), ("test", test)):
@@ -391,6 +393,7 @@ def _open_npz(path, options):
     info = _custom_info(
         path, "npz", tuple(first.shape[1:3]), all_gray, options, labelled=labelled,
         class_names=names, num_train=len(train[0]), num_test=len(test[0]), source=str(path),
+        split_given=not options.get("split_drawn", False),
     )
     converted = any((c == 1) != (info.channels == 1) for c in stored)
     info.preprocessing = _preprocessing(sizes, info.image_shape[:2], converted)
@@ -407,6 +410,7 @@ def _open_npz(path, options):
 
 def _open_folder(root, options, progress):
     layout = images.folder_layout(root)
+    split_given = layout.test is not None
     layout = images.seeded_split(
         layout, options.get("test_fraction", 0.2), options.get("seed", 0)
     )
@@ -433,6 +437,7 @@ def _open_folder(root, options, progress):
         labelled=layout.class_names is not None, class_names=layout.class_names,
         num_train=len(checks["train"].paths), num_test=len(checks["test"].paths),
         source=str(root), skipped=checks["train"].skipped + checks["test"].skipped,
+        split_given=split_given,
     )
     total = sum(len(c.paths) for c in checks.values())
     one = sum(c.one_channel_files for c in checks.values())

@@ -83,14 +83,14 @@ def run_callbacks(run_dir, resuming):
     ]
 
 
-def codebook_callbacks(s, x_train):
-    """The optional codebook maintenance of vq / softvq (softvq_keras.callbacks)."""
-    import numpy as np
-
+def codebook_callbacks(s, data):
+    """The optional codebook maintenance of vq / softvq (softvq_keras.callbacks),
+    on a seeded sample of `CODEBOOK_SAMPLE` training inputs (`training.data.RunData`)."""
     from softvq_keras.callbacks import CodebookKMeansInit, DeadCodeRestart
 
-    rng = np.random.default_rng(s.seed)
-    sample = x_train[np.sort(rng.permutation(len(x_train))[:CODEBOOK_SAMPLE])]
+    if s.codebook_init == "random" and not s.dead_code_restarts:
+        return []
+    sample, _, _ = data.sample("train", CODEBOOK_SAMPLE, s.seed)
     found = []
     if s.codebook_init == "kmeans":
         found.append(CodebookKMeansInit(sample, at_epoch=1, seed=s.seed))
