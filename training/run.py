@@ -90,8 +90,8 @@ def run_config(s, backend, info, hyper, data, bottleneck):
         "seed": s.seed,
         "pixel_variance": data.pixel_variance,
         "pixel_variance_from": (
-            "all training images" if data.in_memory
-            else f"a seeded sample of {min(source.num_train, _variance_sample()):,} training images"
+            "all training images" if data.in_memory or source.num_train <= _variance_sample()
+            else f"a seeded sample of {_variance_sample():,} training images"
         ),
         "num_train": source.num_train,
         "num_test": source.num_test,
