@@ -194,7 +194,8 @@ def build_parser(presets=None):
     )
     ev.add_argument(
         "--verbose", type=int, choices=(0, 1, 2),
-        help="Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch "
+        help="Keras fit verbosity: 0 silent (no progress lines either), 1 progress bar, "
+        "2 one line per epoch "
         "(default: 1 on a terminal, 2 when the output goes to a file or pipe)",
     )
     return parser

@@ -22,6 +22,8 @@ canonical order, so the same images give the same arrays however they are
 stored (an `.npz` file and a folder of the same PNGs give the same raw row).
 """
 
+from pathlib import Path
+
 import numpy as np
 
 from training.settings import UsageError
@@ -81,6 +83,21 @@ def training_pipeline(x, batch_size, seed):
         .batch(batch_size)
         .map(lambda idx: tf.gather(images, idx), num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def open_run_data(config, data_dir=None, progress=None):
+    """The `training.data.RunData` a run was trained on, reopened from its config.json."""
+    dataset = config["dataset"]
+    if config.get("dataset_path") and not Path(dataset).exists():
+        dataset = config["dataset_path"]  # a relative path, from another folder
+    options = config.get("data_options") or {}
+    return open_data(
+        dataset, data_dir or config.get("data_dir"), progress,
+        image_size=options.get("image_size"), channels=options.get("channels"),
+        architecture=options.get("architecture"),
+        test_fraction=options.get("test_fraction", 0.2), seed=int(config["seed"]),
+        skip_bad=options.get("skip_bad_images", False),
     )
 
 

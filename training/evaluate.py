@@ -140,23 +140,6 @@ def representation_scores(z_train, y_train, z_test, y_test, *, kmeans_init, prob
     return scores
 
 
-def open_run_data(config, data_dir=None, progress=None):
-    """The `training.data.RunData` a run was trained on, reopened from its config.json."""
-    from training.data import open_data
-
-    dataset = config["dataset"]
-    if config.get("dataset_path") and not Path(dataset).exists():
-        dataset = config["dataset_path"]  # a relative path, from another folder
-    options = config.get("data_options") or {}
-    return open_data(
-        dataset, data_dir or config.get("data_dir"), progress,
-        image_size=options.get("image_size"), channels=options.get("channels"),
-        architecture=options.get("architecture"),
-        test_fraction=options.get("test_fraction", 0.2), seed=int(config["seed"]),
-        skip_bad=options.get("skip_bad_images", False),
-    )
-
-
 def autoencoder_statistics(autoencoder, data, split="test"):
     """Reconstruction error (mean squared error per scaled pixel) and, for
     vq / softvq, codebook usage and perplexity of `code_probs`, over `split`
@@ -220,6 +203,8 @@ def evaluate_run(
     labelled = bool(config.get("labelled", True))
     n_clusters = int(config.get("clusters") or config.get("num_classes") or 10)
     if data is None:
+        from training.data import open_run_data
+
         with timer.phase("load"):
             data = open_run_data(config, data_dir)
     n_test = data.count("test")
@@ -386,8 +371,10 @@ def main(argv=None):
     if backend:
         os.environ["KERAS_BACKEND"] = backend
 
+    from training.data import import_tensorflow, open_run_data
     from training.settings import UsageError
 
+    import_tensorflow()  # before Keras imports it: its C++ start-up lines silenced
     timer = PhaseTimer(say=print)
     try:
         with timer.phase("load"):
