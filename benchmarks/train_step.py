@@ -1,9 +1,11 @@
-"""Train-step throughput of the paper's MNIST MLP autoencoder per bottleneck and backend.
+"""Train-step throughput of the paper's autoencoders per bottleneck and backend.
 
 For each backend (each in its own child process with `KERAS_BACKEND` set) and
 each bottleneck, builds the MNIST MLP (784-500-500-2000-[64]-2000-500-500-784,
-the MNIST presets: softvq/vq K = 128), compiles it with Adam (lr 3e-4) and
-times `model.fit` on random MNIST-shaped inputs at batch 64: one warm-up fit,
+the MNIST presets: softvq/vq K = 128) or, with `--architecture cnn`, the
+CIFAR-10/SVHN CNN (Conv2D 64-128-256-512 stride 2, Conv2DTranspose back; the
+CIFAR-10 presets), compiles it with Adam (lr 3e-4) and times `model.fit` on
+random inputs of the dataset's shape at batch 64: one warm-up fit,
 then `--repeats` timed fits of `--steps` steps each, the models interleaved
 within every repeat so that load from other processes hits them alike. The
 median is reported, with the ratio of each model's step time to `ae`'s
@@ -11,12 +13,14 @@ measured in the same process (the issue's target: softvq <= 1.05x ae), and
 the ratio of the fastest runs (less disturbed by other processes on a shared
 machine).
 
-Achieved FLOP/s counts the matmuls: every 2-D `kernel` (the MLP and the
-bottleneck heads) and the codebook products (distances; soft VQ also the
-posterior mean), forward + backward = 3x forward. It is compared with a NumPy
-float32 1024x1024 matmul timed in the same child process.
+Achieved FLOP/s counts the multiply-adds of the Dense layers, the
+convolutions (Conv2D: per output pixel; Conv2DTranspose: per input pixel, the
+work a direct implementation does) and the codebook products (distances; soft
+VQ also the posterior mean), forward + backward = 3x forward. It is compared
+with a NumPy float32 1024x1024 matmul timed in the same child process.
 
-    python benchmarks/train_step.py [--backends tensorflow,jax,torch]
+    python benchmarks/train_step.py [--architecture mlp|cnn]
+        [--backends tensorflow,jax,torch]
         [--models ae,vae,betavae,infodropout,vq,softvq] [--steps 50]
         [--repeats 5] [--warmup 10] [--threads N]
 
@@ -53,18 +57,59 @@ def numpy_matmul_flops(size=1024, repeats=20):
     return 2.0 * size**3 / statistics.median(times)
 
 
-def forward_matmul_flops(model):
-    """Matmul FLOPs of one sample's forward pass: 2-D kernels and codebook products."""
+def forward_flops(model):
+    """FLOPs of one sample's forward pass: Dense, convolutions, codebook products.
+
+    Dense and the bottlenecks' own heads: 2 x kernel size; Conv2D: 2 x kernel
+    size per output pixel; Conv2DTranspose: per input pixel (the work a direct
+    implementation does); codebook: one product with the latents (distances),
+    two for soft VQ (also the posterior mean).
+    """
+    import math
+
     flops = 0
-    for weight in model.weights:
-        name = weight.path.rsplit("/", 1)[-1]
-        shape = tuple(weight.shape)
-        if name == "kernel" and len(shape) == 2:
-            flops += 2 * shape[0] * shape[1]
-        elif name == "codebook":
-            products = 2 if "soft" in type(model.get_layer("bottleneck")).__name__.lower() else 1
-            flops += products * 2 * shape[0] * shape[1]
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind == "Conv2D":
+            flops += 2 * math.prod(layer.output.shape[1:3]) * math.prod(layer.kernel.shape)
+        elif kind == "Conv2DTranspose":
+            flops += 2 * math.prod(layer.input.shape[1:3]) * math.prod(layer.kernel.shape)
+        else:  # Dense, and the Dense heads inside a bottleneck layer
+            for weight in layer.weights:
+                name = weight.path.rsplit("/", 1)[-1]
+                if name == "kernel" and len(weight.shape) == 2:
+                    flops += 2 * math.prod(weight.shape)
+                elif name == "codebook":
+                    products = 2 if kind == "SoftVectorQuantizer" else 1
+                    flops += products * 2 * math.prod(weight.shape)
     return flops
+
+
+def describe_device():
+    """The device Keras trains on in this process, e.g. 'cpu:0' or 'gpu:0 (NVIDIA H200)'."""
+    import keras
+
+    backend = keras.backend.backend()
+    try:
+        if backend == "jax":
+            import jax
+
+            device = jax.devices()[0]
+            return f"{device.platform}:{device.id} ({device.device_kind})"
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            gpus = tf.config.list_logical_devices("GPU")
+            return gpus[0].name if gpus else "cpu:0"
+        if backend == "torch":
+            import torch
+
+            if torch.cuda.is_available():
+                return f"cuda:0 ({torch.cuda.get_device_name(0)})"
+            return "cpu"
+    except Exception as e:  # a description only: never fail the benchmark on it
+        return f"unknown ({e})"
+    return "unknown"
 
 
 def worker(args):
@@ -80,16 +125,18 @@ def worker(args):
     from softvq_keras import build_autoencoder, dataset_info, make_bottleneck
 
     peak = numpy_matmul_flops()
-    info = dataset_info("mnist")
+    dataset = {"mlp": "mnist", "cnn": "cifar10"}[args.architecture]
+    info = dataset_info(dataset)
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
-    x = rng.uniform(size=(args.steps * BATCH_SIZE,) + info.input_shape).astype("float32")
+    x = (rng.uniform(size=(args.steps * BATCH_SIZE,) + info.input_shape) + info.offset)
+    x = x.astype("float32")
     x_warm = x[: args.warmup * BATCH_SIZE]
 
     models = {}
     for name in args.models:
         model, _ = build_autoencoder(
-            make_bottleneck(name, "mnist", seed=0), info.input_shape, 64, "mlp",
+            make_bottleneck(name, dataset, seed=0), info.input_shape, 64, args.architecture,
             pixel_variance=float(x.var()),
         )
         model.compile(optimizer=keras.optimizers.Adam(3e-4))
@@ -107,17 +154,18 @@ def worker(args):
     for name, model in models.items():
         seconds = statistics.median(times[name])
         samples_per_s = args.steps * BATCH_SIZE / seconds
-        flops = 3 * forward_matmul_flops(model) * samples_per_s
+        flops = 3 * forward_flops(model) * samples_per_s
         results[name] = {
             "step_ms": 1000 * seconds / args.steps,
             "step_ms_min": 1000 * min(times[name]) / args.steps,
             "step_ms_max": 1000 * max(times[name]) / args.steps,
             "samples_per_s": samples_per_s,
             "flops": flops,
-            "forward_flops": forward_matmul_flops(model),
+            "forward_flops": forward_flops(model),
         }
     print("RESULT " + json.dumps({
         "backend": keras.backend.backend(), "numpy_flops": peak, "models": results,
+        "architecture": args.architecture, "device": describe_device(),
     }))
 
 
@@ -126,6 +174,7 @@ def run_backend(backend, args):
     command = [
         sys.executable, os.path.abspath(__file__), "--worker",
         "--models", ",".join(args.models), "--steps", str(args.steps),
+        "--architecture", args.architecture,
         "--repeats", str(args.repeats), "--warmup", str(args.warmup),
         "--threads", str(args.threads or 0),
     ]
@@ -147,8 +196,9 @@ def print_table(result):
     backend, models = result["backend"], result["models"]
     peak = result["numpy_flops"]
     base = models.get("ae", {}).get("step_ms")
-    print(f"\n{backend}: batch {BATCH_SIZE}, NumPy fp32 matmul {peak / 1e9:.1f} GFLOP/s "
-          "(MFLOP/sample: forward + backward matmuls)")
+    print(f"\n{backend} on {result['device']}, {result['architecture']}: batch {BATCH_SIZE}, "
+          f"NumPy fp32 matmul {peak / 1e9:.1f} GFLOP/s "
+          "(MFLOP/sample: forward + backward = 3x forward)")
     base_flops = models.get("ae", {}).get("forward_flops")
     base_min = models.get("ae", {}).get("step_ms_min")
     print(f"{'model':<12} {'samples/s':>10} {'step ms':>8} {'(min-max)':>15} "
@@ -181,6 +231,8 @@ def verdicts(results):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--architecture", choices=("mlp", "cnn"), default="mlp",
+                        help="the MNIST MLP (default) or the CIFAR-10/SVHN CNN")
     parser.add_argument("--backends", default=",".join(BACKENDS),
                         help="comma-separated Keras backends (default: all three)")
     parser.add_argument("--models", default=",".join(MODELS),

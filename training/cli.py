@@ -15,14 +15,17 @@ from training import artifacts
 from training.evaluate import OneLineErrorParser, format_summary
 from training.run import train_and_export
 from training.settings import (
+    ADAM_EPSILON,
     BACKENDS,
     BETA_KEYS,
     CODEBOOK_INITS,
     CODEBOOK_SAMPLE,
+    CODEBOOK_UPDATES,
     DEFAULT_BACKEND,
     DEFAULT_CLUSTERS,
     EXIT_DIVERGED,
     EXIT_USAGE,
+    INFODROPOUT_WEIGHTINGS,
     KMEANS_SAMPLE,
     MODELS,
     TEST_FRACTION,
@@ -115,6 +118,24 @@ def build_parser(presets=None):
         help="vq/softvq: before every epoch, move codewords that no input of a "
         f"{CODEBOOK_SAMPLE:,}-input training sample picks onto encoder outputs "
         "(default: off, as in the paper)",
+    )
+    hp.add_argument(
+        "--codebook-update", choices=CODEBOOK_UPDATES,
+        help="vq/softvq codebook learning: 'gradient' (the paper's codebook loss) or "
+        "'ema' (exponential moving averages of the assigned encoder outputs, decay "
+        "0.99, no codebook loss term; soft VQ uses the posterior as soft counts) "
+        "(default: gradient)",
+    )
+    hp.add_argument(
+        "--infodropout-weighting", choices=INFODROPOUT_WEIGHTINGS,
+        help="infodropout cost: 'safe' (ours: summed over units, per pixel of the "
+        "reconstruction) or 'notebook' (the authors' notebook: mean over batch and "
+        "units, linear z head) (default: safe)",
+    )
+    hp.add_argument(
+        "--adam-epsilon", type=float,
+        help=f"Adam's epsilon (default: Keras' {ADAM_EPSILON:g}; the authors' TF1 "
+        "notebooks used 1e-8)",
     )
     hp.add_argument("--seed", type=int, default=0, help="random seed of everything (default: 0)")
     own = parser.add_argument_group("your own images (folders, .npz files, tfds:NAME)")

@@ -24,6 +24,7 @@ from training.data import data_kind, import_tensorflow, open_data, source_option
 from training.data import training_pipeline  # noqa: F401  (re-exported)
 from training.evaluate import PhaseTimer, evaluate_run, single_threaded
 from training.settings import (
+    ADAM_EPSILON,
     BOTTLENECK_DEFAULTS,
     DEFAULT_CLUSTERS,
     RESUME_DEFAULTS,
@@ -245,6 +246,7 @@ def train_and_export(settings, callbacks=()):
         "batch_size": batch_size,
         "learning_rate": s.learning_rate or preset["learning_rate"],
         "latent_dim": s.latent_dim or preset["latent_dim"],
+        "adam_epsilon": s.adam_epsilon or ADAM_EPSILON,
     }
 
     keras.backend.clear_session()  # a fresh state for every run in one process
@@ -252,7 +254,8 @@ def train_and_export(settings, callbacks=()):
     try:
         bottleneck = make_bottleneck(
             s.model, info.preset, seed=s.seed, codebook_size=s.codebook_size, beta=s.beta,
-            variance=s.variance, input_shape=info.input_shape,
+            variance=s.variance, codebook_update=s.codebook_update,
+            infodropout_weighting=s.infodropout_weighting, input_shape=info.input_shape,
         )
     except ValueError as e:
         raise UsageError(str(e)) from None
@@ -267,7 +270,8 @@ def train_and_export(settings, callbacks=()):
         bottleneck, info.input_shape, hyper["latent_dim"], info.architecture,
         pixel_variance=data.pixel_variance,
     )
-    autoencoder.compile(optimizer=keras.optimizers.Adam(hyper["learning_rate"]))
+    autoencoder.compile(optimizer=keras.optimizers.Adam(
+        hyper["learning_rate"], epsilon=hyper["adam_epsilon"]))
     run_dir.mkdir(parents=True, exist_ok=True)
     artifacts.write_json(run_dir / artifacts.CONFIG, config)
 

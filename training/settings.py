@@ -21,6 +21,12 @@ QUANTIZERS = ("vq", "softvq")
 CODEBOOK_INITS = ("random", "kmeans")
 #: `--variance` choices (SoftVectorQuantizer's `variance`).
 VARIANCES = ("per_input", "per_code")
+#: `--codebook-update` choices (the quantizers' `codebook_update`): gradient or EMA.
+CODEBOOK_UPDATES = _presets.CODEBOOK_UPDATES
+#: `--infodropout-weighting` choices (`InformationDropout`'s `weighting`).
+INFODROPOUT_WEIGHTINGS = _presets.INFODROPOUT_WEIGHTINGS
+#: Keras' Adam default; TF1's Adam (the authors' notebooks) used 1e-8.
+ADAM_EPSILON = 1e-7
 #: Training inputs encoded by the codebook callbacks (K-means init, dead-code restarts).
 CODEBOOK_SAMPLE = 10_000
 #: Models whose KL weight `--beta` sets, and the preset key of its default.
@@ -45,12 +51,18 @@ TEST_FRACTION = 0.2
 #: Settings a resumed run must share with the run it continues.
 RESUME_KEYS = (
     "dataset", "model", "backend", "batch_size", "learning_rate", "latent_dim", "seed",
-    "bottleneck", "codebook_init", "dead_code_restarts", "input_shape", "class_names",
+    "bottleneck", "codebook_init", "dead_code_restarts", "adam_epsilon", "input_shape",
+    "class_names",
 )
 #: Values of settings that run folders written before the setting existed lack.
-RESUME_DEFAULTS = {"codebook_init": "random", "dead_code_restarts": False}
+RESUME_DEFAULTS = {
+    "codebook_init": "random", "dead_code_restarts": False, "adam_epsilon": ADAM_EPSILON,
+}
 #: The same for the bottleneck's own settings (layer arguments added later).
-BOTTLENECK_DEFAULTS = {"variance": "per_input"}
+BOTTLENECK_DEFAULTS = {
+    "variance": "per_input", "codebook_update": "gradient", "decay": 0.99, "epsilon": 1e-5,
+    "dead_code_threshold": 0.0,
+}
 
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
@@ -80,6 +92,9 @@ class FitSettings:
     variance: str | None = None
     codebook_init: str = "random"
     dead_code_restarts: bool = False
+    codebook_update: str | None = None
+    infodropout_weighting: str | None = None
+    adam_epsilon: float | None = None
     seed: int = 0
     data_dir: str | None = None
     out: str | None = None
@@ -205,6 +220,22 @@ def check_settings(s, presets):
         flag = "--codebook-init" if s.codebook_init != "random" else "--dead-code-restarts"
         require(s.model in QUANTIZERS,
                  f"{flag} applies to {' and '.join(QUANTIZERS)} only, not {s.model}")
+    if s.codebook_update is not None:
+        require(s.model in QUANTIZERS,
+                 f"--codebook-update applies to {' and '.join(QUANTIZERS)} only, not {s.model}")
+        require(s.codebook_update in CODEBOOK_UPDATES,
+                 f"--codebook-update must be one of {', '.join(CODEBOOK_UPDATES)}; "
+                 f"got {s.codebook_update!r}")
+    if s.infodropout_weighting is not None:
+        require(s.model == "infodropout",
+                 f"--infodropout-weighting applies to infodropout only, not {s.model}")
+        require(s.infodropout_weighting in INFODROPOUT_WEIGHTINGS,
+                 f"--infodropout-weighting must be one of {', '.join(INFODROPOUT_WEIGHTINGS)}; "
+                 f"got {s.infodropout_weighting!r}")
+    require(s.adam_epsilon is None
+            or (isinstance(s.adam_epsilon, (int, float)) and math.isfinite(s.adam_epsilon)
+                and s.adam_epsilon > 0),
+            f"--adam-epsilon must be a positive number; got {s.adam_epsilon}")
     require(isinstance(s.seed, int) and s.seed >= 0, f"--seed must be a non-negative integer; got {s.seed}")
     require(s.backend is None or s.backend in BACKENDS,
              f"unknown backend {s.backend!r}; choose one of {', '.join(BACKENDS)}")

@@ -17,8 +17,12 @@ row with fewer seeds than asked for says how many it has).
 
 Each run lives in `<out>/runs/<dataset>-<row>-seed<k>/`. A finished run
 (it has `metrics.json`) is reused, an interrupted one (it has `checkpoint/`) is
-resumed, so an interrupted table picks up where it stopped. The raw-pixel row
-is computed once per seed and cached in `<out>/runs/<dataset>-raw-seed<k>.json`.
+resumed, so an interrupted table picks up where it stopped. Every finished
+run's metrics are also recorded in the ledger, `<out>/<dataset>-runs/<row>-seed<k>.json`
+(small JSON files meant to be committed with the table), and a run whose folder
+is gone (another machine) is reused from its ledger entry: a table spanning
+several machines or sessions trains each run once. The raw-pixel row is
+computed once per seed and recorded there too (`raw-seed<k>.json`).
 
 DATASET takes every form `python -m training.fit` takes (a built-in name, a
 folder of images with class sub-folders, an `.npz` file with labels,
@@ -47,17 +51,25 @@ from training.settings import run_name
 
 METRICS = ("clustering_accuracy", "nmi", "classification_accuracy")
 
-def _notebook_beta(preset_name, pixel_variance):
+def _notebook_beta(info, pixel_variance):
     """beta-VAE with the notebook's KL weight against an MSE *not* divided by the
     pixel variance: our reconstruction term is MSE / var, so the same balance
-    needs beta / var (MNIST: 20 / 0.095 = 211). `preset_name`: the data's preset."""
+    needs beta / var (MNIST: 20 / 0.095 = 211). `info`: the data's `SourceInfo`."""
     from training.fit import load_presets
 
-    return {"beta": load_presets().preset(preset_name)["betavae_beta"] / pixel_variance}
+    return {"beta": load_presets().preset(info.preset)["betavae_beta"] / pixel_variance}
+
+
+def _notebook_epsilon(info, pixel_variance):
+    """Adam's epsilon that makes our loss (the notebook's / pixels per image) take
+    the notebook's steps: Adam(eps) on L / n equals Adam(n * eps) on L."""
+    import math
+
+    return {"adam_epsilon": 1e-8 / math.prod(info.input_shape)}
 
 
 #: Extra rows: name -> (paper model, `training.fit.run` options or a function
-#: (preset name, training pixel variance) -> options, what the row changes).
+#: (the data's SourceInfo, training pixel variance) -> options, what the row changes).
 VARIANTS = {
     "softvq+kmeans-init": (
         "softvq", {"codebook_init": "kmeans"},
@@ -81,6 +93,32 @@ VARIANTS = {
         "vq", {"dead_code_restarts": True},
         "hard VQ with dead-code restarts before every epoch",
     ),
+    "vq+kmeans-init+restarts": (
+        "vq", {"codebook_init": "kmeans", "dead_code_restarts": True},
+        "hard VQ, codebook re-initialized after epoch 1 by K-means of the latents, "
+        "and dead-code restarts before every epoch",
+    ),
+    "vq+ema": (
+        "vq", {"codebook_update": "ema"},
+        "hard VQ whose codebook follows exponential moving averages of the assigned "
+        "encoder outputs (decay 0.99; no codebook loss term)",
+    ),
+    "softvq+ema": (
+        "softvq", {"codebook_update": "ema"},
+        "soft VQ whose codebook follows exponential moving averages weighted by the "
+        "posterior (soft counts; decay 0.99; no codebook loss term)",
+    ),
+    "infodropout+notebook": (
+        "infodropout", {"infodropout_weighting": "notebook"},
+        "information dropout with the authors' notebook weighting (cost averaged "
+        "over batch and units, linear z head)",
+    ),
+    "betavae+notebook-adam-eps": (
+        "betavae", _notebook_epsilon,
+        "beta-VAE with Adam's epsilon at the notebook's TF1 1e-8 divided by the "
+        "pixels per image (our loss is the notebook's divided by that number, and "
+        "Adam is invariant to the loss scale except for epsilon; Keras: 1e-7)",
+    ),
     "betavae+raw-mse-beta": (
         "betavae", _notebook_beta,
         "beta-VAE whose beta is divided by the training-pixel variance, i.e. the "
@@ -100,18 +138,37 @@ def data_options(args):
                 skip_bad_images=args.skip_bad_images)
 
 
+def ledger_path(out, dataset, row, seed):
+    """The committed record of one finished run's metrics."""
+    return Path(out) / f"{run_name(dataset)}-runs" / f"{row}-seed{seed}.json"
+
+
+def record(path, metrics, source):
+    """Write `metrics` (a finished run's) to the ledger entry `path`, atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    artifacts.write_json(path, {**metrics, "recorded_from": source})
+
+
 def finished(folder):
     return (folder / artifacts.METRICS).is_file() and not (folder / artifacts.CHECKPOINT).exists()
 
 
-def train_row(dataset, row, seed, args, pixel_variance=None, preset_name=None):
+def train_row(dataset, row, seed, args, pixel_variance=None, info=None):
     """Train (or reuse / resume) the run of `row` (a model or a VARIANTS name); return its metrics."""
     from training.fit import run
 
     folder = run_folder(args.out, dataset, row, seed)
+    ledger = ledger_path(args.out, dataset, row, seed)
     if finished(folder):
         print(f"[table] reusing {folder}", flush=True)
-        return artifacts.read_json(folder / artifacts.METRICS)
+        metrics = artifacts.read_json(folder / artifacts.METRICS)
+        if not ledger.is_file():
+            record(ledger, metrics, folder.name)
+        return metrics
+    if ledger.is_file() and not (folder / artifacts.CHECKPOINT).is_dir():
+        print(f"[table] reusing {ledger} (the run's recorded metrics; its folder is "
+              "not on this machine)", flush=True)
+        return artifacts.read_json(ledger)
     if args.report_only:
         print(f"[table] leaving out {folder} (not finished; --report-only)", flush=True)
         return None
@@ -127,9 +184,11 @@ def train_row(dataset, row, seed, args, pixel_variance=None, preset_name=None):
     model = row
     if row in VARIANTS:
         model, extra, _ = VARIANTS[row]
-        options.update(extra(preset_name or dataset, pixel_variance) if callable(extra) else extra)
+        options.update(extra(info, pixel_variance) if callable(extra) else extra)
     run(dataset, model, **options)
-    return artifacts.read_json(folder / artifacts.METRICS)
+    metrics = artifacts.read_json(folder / artifacts.METRICS)
+    record(ledger, metrics, folder.name)
+    return metrics
 
 
 def raw_row(dataset, seed, data, args):
@@ -137,7 +196,7 @@ def raw_row(dataset, seed, data, args):
     once and cached."""
     from training.evaluate import PhaseTimer, _flat, representation_scores
 
-    path = Path(args.out) / "runs" / f"{run_name(dataset)}-raw-seed{seed}.json"
+    path = ledger_path(args.out, dataset, "raw", seed)
     if path.is_file():
         return artifacts.read_json(path)
     timer = PhaseTimer()
@@ -151,8 +210,7 @@ def raw_row(dataset, seed, data, args):
     scores["timings_s"] = {"total": timer.seconds["raw"]}
     if not (whole_tr and whole_te):
         scores["sample"] = {"train": len(x_tr), "test": len(x_te)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    artifacts.write_json(path, scores)
+    record(path, scores, "raw pixels")
     return scores
 
 
@@ -369,7 +427,7 @@ def main(argv=None):
             metrics = train_row(
                 args.dataset, row, seed, args,
                 pixel_variance=data.pixel_variance if row in VARIANTS else None,
-                preset_name=data.info.preset,
+                info=data.info,
             )
             if metrics is not None:
                 per_row[row].append(metrics)

@@ -294,3 +294,22 @@ def test_codebook_options_reach_training_and_config(tmp_path, small_run, capsys)
     assert artifacts.missing_files(out) == []
     with pytest.raises(UsageError, match="nothing to resume"):
         run("digits", "vq", out=out, resume=True, **small_run)
+
+
+def test_ema_codebook_and_adam_epsilon_reach_training_and_config(tmp_path, small_run):
+    """--codebook-update ema moves the codebook without a codebook loss term;
+    --adam-epsilon reaches the optimizer and config.json."""
+    seen = CodebookAt()
+    out = run("digits", "vq", out=tmp_path / "ema", codebook_update="ema",
+              adam_epsilon=1e-9, callbacks=[seen], **{**small_run, "epochs": 2})
+    config = read(out, artifacts.CONFIG)
+    assert config["bottleneck"]["codebook_update"] == "ema"
+    assert config["adam_epsilon"] == pytest.approx(1e-9)
+    first, second = seen.codebooks
+    assert np.abs(second - first).max() > 1e-4  # EMA assignments happened inside fit
+    autoencoder = keras.saving.load_model(out / artifacts.AUTOENCODER)
+    assert autoencoder.optimizer.epsilon == pytest.approx(1e-9)
+    stats = [w for w in autoencoder.get_layer("bottleneck").weights if "ema" in w.path]
+    assert len(stats) == 2 and all(not w.trainable for w in stats)
+    history = read(out, artifacts.HISTORY)
+    assert not any("codebook_loss" in key for key in history), sorted(history)

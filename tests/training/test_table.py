@@ -133,6 +133,33 @@ def test_table_of_an_own_image_folder(own_image_runs, tmp_path, capsys):
     config = json.loads((out / "runs" / "gray-ae-seed0" / "config.json").read_text())
     assert config["class_names"] == ["bars", "blobs", "checks"] and config["skipped_images"] == 1
     assert (out / "gray-latents.png").is_file()
+    assert sorted(p.name for p in (out / "gray-runs").iterdir()) == ["ae-seed0.json", "raw-seed0.json"]
     unlabelled = own_image_runs["loose"][0]
     assert table.main([str(unlabelled), "--out", str(tmp_path / "t2")]) == 2
     assert "has no labels" in capsys.readouterr().err
+
+
+def test_ledger_reuses_runs_whose_folders_are_gone(small_table, tmp_path, capsys):
+    """A table resumed on another machine (ledger committed, run folders absent)."""
+    import shutil
+
+    out = tmp_path / "elsewhere"
+    out.mkdir()
+    shutil.copytree(small_table / "digits-runs", out / "digits-runs")
+    entries = sorted(p.name for p in (out / "digits-runs").iterdir())
+    assert entries == ["ae-seed0.json", "raw-seed0.json", "softvq-seed0.json"]
+    ae = json.loads((out / "digits-runs" / "ae-seed0.json").read_text())
+    assert ae["recorded_from"] == "digits-ae-seed0"
+    ae["clustering_accuracy"] = 0.4321  # a value only the ledger holds
+    (out / "digits-runs" / "ae-seed0.json").write_text(json.dumps(ae))
+    assert table.main(_args(out)) == 0
+    printed = capsys.readouterr().out
+    assert "[table] training" not in printed
+    assert printed.count("recorded metrics; its folder is not on this machine") == 2
+    assert not (out / "runs").exists() or not any((out / "runs").iterdir())
+    result = json.loads((out / "digits.json").read_text())
+    rows = {r["name"]: r for r in result["rows"]}
+    assert rows["ae"]["clustering_accuracy"]["values"] == [0.4321]
+    before = {r["name"]: r for r in json.loads((small_table / "digits.json").read_text())["rows"]}
+    assert rows["softvq"]["nmi"]["values"] == before["softvq"]["nmi"]["values"]
+    assert "digits-metrics.png" in result["pictures"]
