@@ -31,7 +31,7 @@ from serving.validation import ImageSpec
 #: Default request body limit: 16 MiB (env `SOFTVQ_MAX_BODY_BYTES`).
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 #: Routes whose errors are rewritten, and how their input is described.
-JSON_ROUTES = ("/encode", "/cluster", "/classify")
+JSON_ROUTES = ("/encode", "/cluster", "/classify", "/reconstruct")
 PNG_ROUTES = ("/encode_png", "/cluster_png", "/classify_png")
 #: Content types BentoML parses as forms (its MultipartSerde).
 FORM_TYPES = (b"multipart/form-data", b"application/x-www-form-urlencoded")
@@ -54,9 +54,10 @@ def content_type_problem(path, media_type):
         return 415, (f"unsupported Content-Type {shown}: send application/json "
                      "(or multipart/form-data to the *_png routes)")
     if path in JSON_ROUTES and media_type in FORM_TYPES:
+        upload = (f" (to upload an image file, use {path}_png)"
+                  if f"{path}_png" in PNG_ROUTES else "")
         return 415, (f"unsupported Content-Type {shown} for {path}: send the JSON body "
-                     "with 'Content-Type: application/json' (to upload an image file, "
-                     f"use {path}_png)")
+                     f"with 'Content-Type: application/json'{upload}")
     return None
 
 

@@ -1,7 +1,10 @@
 """Start `bentoml serve` for a run folder in a subprocess (tests, benchmarks).
 
->>> with BentoServer("runs/mnist-softvq") as server:  # doctest: +SKIP
-...     requests.post(server.url + "/encode", json={"images": [[0] * 784]})
+>>> with BentoServer("runs/digits-softvq") as server:  # doctest: +SKIP
+...     requests.post(server.url + "/encode", json={"images": [[0] * 64]})
+
+`BentoServer(None, env={"SOFTVQ_MODEL": TAG, "BENTOML_HOME": HOME})` serves a
+stored run instead, and `service="softvq:latest"` a built Bento.
 
 The server listens on 127.0.0.1 and a free port, with `BENTOML_HOME` in a
 temporary folder and `BENTOML_DO_NOT_TRACK=True`; `start()` returns once
@@ -34,8 +37,9 @@ def free_port():
 class BentoServer:
     """`bentoml serve serving.service:SoftVQService` on 127.0.0.1 in a subprocess."""
 
-    def __init__(self, run_dir, env=None, port=None, ready_timeout=180.0):
-        self.run_dir = Path(run_dir)
+    def __init__(self, run_dir, env=None, port=None, ready_timeout=180.0, service=SERVICE):
+        self.run_dir = None if run_dir is None else Path(run_dir)
+        self.service = service
         self.env = dict(env or {})
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -51,7 +55,7 @@ class BentoServer:
         self._log = open(Path(self._home.name) / "server.log", "w+b")
         env = {
             **os.environ,
-            "SOFTVQ_RUN_DIR": str(self.run_dir.resolve()),
+            **({} if self.run_dir is None else {"SOFTVQ_RUN_DIR": str(self.run_dir.resolve())}),
             "BENTOML_HOME": str(Path(self._home.name) / "home"),
             "BENTOML_DO_NOT_TRACK": "True",
             "TF_CPP_MIN_LOG_LEVEL": "2",
@@ -62,7 +66,7 @@ class BentoServer:
         }
         self.process = subprocess.Popen(
             [
-                sys.executable, "-m", "bentoml", "serve", SERVICE,
+                sys.executable, "-m", "bentoml", "serve", self.service,
                 "--host", "127.0.0.1", "--port", str(self.port),
             ],
             cwd=str(REPO_ROOT), env=env, stdout=self._log, stderr=subprocess.STDOUT,

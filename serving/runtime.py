@@ -288,6 +288,17 @@ class RunModel:
 
 
 def default_run_dir():
-    """`$SOFTVQ_RUN_DIR`, else `runs/digits-softvq`, the run the README's set-up
-    command writes (relative to the working directory)."""
-    return Path(os.environ.get("SOFTVQ_RUN_DIR", "runs/digits-softvq"))
+    """The run the service serves.
+
+    The folder of the stored model `$SOFTVQ_MODEL` (`NAME[:VERSION]`, the
+    newest version when none is given) or, in a Bento, of the model it packs
+    (serving/store.py `served_model`); else `$SOFTVQ_RUN_DIR`, else
+    `runs/digits-softvq`, the run the README's set-up command writes (relative
+    to the working directory). `RunFolderError` when the stored model is absent.
+    """
+    from serving.store import served_model, stored_run_dir
+
+    model = served_model()
+    if model:
+        return stored_run_dir(model)
+    return Path(os.environ.get("SOFTVQ_RUN_DIR", "").strip() or "runs/digits-softvq")

@@ -1,6 +1,7 @@
-"""BentoML service over one training run: `/encode`, `/cluster`, `/classify`.
+"""BentoML service over one training run: `/encode`, `/cluster`, `/classify`, `/ui`.
 
     SOFTVQ_RUN_DIR=runs/digits-softvq bentoml serve serving.service:SoftVQService
+    SOFTVQ_MODEL=softvq-digits-softvq bentoml serve serving.service:SoftVQService
 
 Routes (POST; see serving/README.md for curl examples):
 
@@ -9,6 +10,16 @@ Routes (POST; see serving/README.md for curl examples):
 - `/classify` `{"images": [...]}` -> `{"labels": [...], "names": [...], "probabilities": [[...], ...]}`
 - `/encode_png`, `/cluster_png`, `/classify_png`: the same answers for one PNG
   or JPEG uploaded as the multipart field `image` (`curl -F image=@digit.png`).
+- `/reconstruct` `{"images": [...]}` -> `{"images": [...]}`: the autoencoder's
+  decoded images in the dataset's pixel range, shaped like the input (404 when
+  the run has no autoencoder.keras).
+- `GET /ui`: a web page (serving/ui/) to draw or drop an image and see all of
+  the above; `GET /ui/config.json` describes the served run.
+
+The run is `SOFTVQ_MODEL=NAME[:VERSION]` from BentoML's model store (saved
+with `python -m serving.store RUN_DIR`; the newest version when none is given)
+or the folder `SOFTVQ_RUN_DIR`. A worker that cannot load it stops the whole
+server with one line instead of being restarted forever (serving/startup.py).
 
 A run trained without labels (config.json `"labelled": false`) answers
 `/classify` and `/classify_png` with 404, and `/cluster` without `labels`.
@@ -26,15 +37,16 @@ PNG), 413 (body over `SOFTVQ_MAX_BODY_BYTES`, default 16 MiB) or 422 (readable
 but invalid: shape, rank, empty, ragged, strings, NaN/Inf, range, batch size),
 always as `{"error": "<what was wrong; what was expected>"}`.
 
-Settings (environment, read at start-up): `SOFTVQ_RUN_DIR` (default
-`runs/digits-softvq`), `SOFTVQ_MAX_BATCH` (512), `SOFTVQ_MAX_BODY_BYTES`
+Settings (environment, read at start-up): `SOFTVQ_MODEL` (a stored run's
+tag), `SOFTVQ_RUN_DIR` (default `runs/digits-softvq`), `SOFTVQ_MAX_BATCH` (512), `SOFTVQ_MAX_BODY_BYTES`
 (16 MiB), `SOFTVQ_MODEL_BATCH` (256 images merged per model call at most),
 `SOFTVQ_WORKERS` (1), `SOFTVQ_ACCESS_LOG` (0), `SOFTVQ_METRICS` (1) and
 `KERAS_BACKEND` (default `jax`, the fastest here: serving/README.md has the
 measurements).
 
 This module imports neither Keras nor `training/`: `bentoml serve` imports it
-in its supervising process too, so Keras is loaded in `__init__` only.
+in its supervising process too, so Keras is loaded in `__init__` only
+(`/reconstruct` imports `softvq_keras` there, for the autoencoder's layers).
 """
 
 import logging
@@ -51,8 +63,12 @@ from serving.auth import ApiKeyError, ApiKeyGuard, describe, load_api_keys
 from serving.batching import MicroBatcher
 from serving.guard import RequestGuard, max_body_bytes
 from serving.logs import install_refusal_filter
+from serving.reconstruct import Reconstructor, per_image_shape
 from serving.runtime import RunModel, default_run_dir
 from serving.schema import images_schema, served_config
+from serving.startup import exit_nonzero_after_stop, load_or_stop
+from serving.store import hint_missing_packed_model, served_model, stored_tag
+from serving.ui_app import ui_app
 from serving.validation import ImageSpec, InvalidInput, image_from_upload, images_from_json
 
 logger = logging.getLogger("bentoml.service.softvq")
@@ -74,6 +90,10 @@ try:  # a key setting that cannot be used stops the service before it starts
 except ApiKeyError as e:
     print(f"softvq: refusing to start: {e}", file=sys.stderr, flush=True)
     raise SystemExit(2) from None
+# `bentoml build` imports this module before it packs bentofile.yaml's models:
+# a missing one gets a line saying how to store it (BentoML then refuses).
+hint_missing_packed_model()
+exit_nonzero_after_stop()  # `bentoml serve` ends with 3 when no worker can load the run
 
 #: The `images` field; its OpenAPI schema follows the served run (serving/schema.py).
 Images = Annotated[Any, WithJsonSchema(images_schema(served_config(), MAX_BATCH))]
@@ -95,6 +115,11 @@ class ClusterResponse(BaseModel):
         description="The class matched to that cluster (Hungarian); absent when the run "
         "was trained without labels.")
     distances: list[float] = Field(description="Euclidean distance to that centroid.")
+
+
+class ReconstructResponse(BaseModel):
+    images: list[Any] = Field(
+        description="Decoded images in the dataset's pixel range, shaped like the input.")
 
 
 class ClassifyResponse(BaseModel):
@@ -122,16 +147,28 @@ class SoftVQService:
     """Encode, cluster and classify images with one exported training run."""
 
     def __init__(self):
+        load_or_stop(self._load)  # one line and a clean stop if the run cannot load
+        self.batcher = MicroBatcher(self.model.predict, max_batch=MODEL_BATCH)
+        self.decoder = MicroBatcher(self._decode, max_batch=MODEL_BATCH)
+        logger.info(describe(API_KEYS))
+        install_refusal_filter()  # a refused request is one log line, not a traceback
+
+    def _load(self):
         self.run_dir = default_run_dir()
         self.model = RunModel(self.run_dir)
         self.spec = ImageSpec.from_config(self.model.config, MAX_BATCH)
-        self.batcher = MicroBatcher(self.model.predict, max_batch=MODEL_BATCH)
-        logger.info(describe(API_KEYS))
-        install_refusal_filter()  # a refused request is one log line, not a traceback
+        self.reconstructor = Reconstructor(self.run_dir, self.spec)
+        model = served_model()
+        logger.info("softvq: serving %s", f"stored model {stored_tag(model)} ({self.run_dir})"
+                    if model else f"run folder {self.run_dir}")
+
+    def _decode(self, x):
+        return (self.reconstructor.decode(x),)
 
     @bentoml.on_shutdown
     def close(self):
         self.batcher.close()
+        self.decoder.close()
         sizes = ", ".join(f"{n}: {c}" for n, c in sorted(self.batcher.batch_sizes.items()))
         logger.info("softvq model calls by images per call: {%s}", sizes)
 
@@ -190,6 +227,21 @@ class SoftVQService:
         """Class label and probabilities from the softmax head on the latents."""
         return await self._serve(self._from_json, images, self._classes)
 
+    @bentoml.api(route="/reconstruct")
+    async def reconstruct(self, images: Images) -> ReconstructResponse:
+        """The autoencoder's reconstruction of each image, in the raw pixel range."""
+        if not self.reconstructor.available:
+            return error_response(InvalidInput(
+                "no autoencoder: this run was served without autoencoder.keras, so "
+                "/reconstruct is not available (store or pack the whole run folder)", 404))
+        try:
+            x = self._from_json(images)
+        except InvalidInput as e:
+            return error_response(e)
+        (decoded,) = await self.decoder(x)
+        shape = (len(decoded),) + per_image_shape(images)
+        return JSONResponse({"images": decoded.reshape(shape).tolist()})
+
     @bentoml.api(route="/encode_png")
     async def encode_png(self, image: PngFile) -> EncodeResponse:
         """`/encode` for one PNG or JPEG uploaded as the multipart field `image`."""
@@ -210,3 +262,4 @@ class SoftVQService:
 # its body is read.
 SoftVQService.add_asgi_middleware(ApiKeyGuard, keys=API_KEYS)
 SoftVQService.add_asgi_middleware(RequestGuard, max_bytes=max_body_bytes())
+SoftVQService.mount_asgi_app(ui_app(), path="/ui", name="ui")

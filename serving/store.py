@@ -34,6 +34,8 @@ STORED_FILES = ("config.json", "encoder.keras", "classifier.keras", "kmeans.npz"
 LABEL_METRICS = ("clustering_accuracy", "nmi", "classification_accuracy",
                  "reconstruction_error", "codebook_usage", "perplexity")
 MODULE = "serving.store"
+#: The alias bentofile.yaml gives the run it packs (see `served_model`).
+PACKED_ALIAS = "softvq"
 _TAG_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
 
 
@@ -150,12 +152,13 @@ def save_run(run_dir, name=None):
 
 
 @functools.lru_cache(maxsize=8)
-def _stored_path(tag, home):
+def _stored(tag, home):
+    """(folder, resolved tag) of the stored model `tag`; `RunFolderError` if none."""
     import bentoml
     from bentoml.exceptions import BentoMLException, NotFound
 
     try:
-        model = bentoml.models.get(tag)
+        model = bentoml.models.get(tag)  # resolves `latest` and the Bento's alias
     except NotFound:
         raise RunFolderError(
             f"SOFTVQ_MODEL={tag!r}: no such model in the BentoML model store ({home}); "
@@ -164,15 +167,78 @@ def _stored_path(tag, home):
         ) from None
     except (BentoMLException, ValueError) as e:
         raise RunFolderError(f"SOFTVQ_MODEL={tag!r} is not a usable model tag: {e}") from None
-    return Path(model.path)
+    return Path(model.path), str(model.tag)
 
 
 def stored_run_dir(tag):
-    """The folder of the stored run `tag` (`NAME[:VERSION]`, or an alias of the bento).
+    """The folder of the stored run `tag` (`NAME[:VERSION]`, or the Bento's alias).
 
-    Raises `RunFolderError` with one line when there is no such model.
+    `NAME` alone is the newest version (`latest`). Raises `RunFolderError`
+    with one line when there is no such model.
     """
-    return _stored_path(str(tag).strip(), os.environ.get("BENTOML_HOME", "~/bentoml"))
+    return _stored(str(tag).strip(), os.environ.get("BENTOML_HOME", "~/bentoml"))[0]
+
+
+def stored_tag(tag):
+    """The full `NAME:VERSION` that `tag` resolves to (see `stored_run_dir`)."""
+    return _stored(str(tag).strip(), os.environ.get("BENTOML_HOME", "~/bentoml"))[1]
+
+
+def _model_aliases():
+    """BentoML's alias -> tag map of the Bento (or bentofile.yaml) being served or built.
+
+    BentoML sets it before it imports the service, from the `models:` entries
+    that have an `alias`; `{}` outside a Bento, or if BentoML's internals move.
+    """
+    if "bentoml" not in sys.modules:
+        return {}
+    try:
+        from bentoml._internal.configuration.containers import BentoMLContainer
+
+        return dict(BentoMLContainer.model_aliases.get())
+    except Exception:  # noqa: BLE001 - no aliases known
+        return {}
+
+
+def served_model():
+    """The stored model the service serves, as a tag or alias; None for a run folder.
+
+    `$SOFTVQ_MODEL` when set; else, unless `$SOFTVQ_RUN_DIR` is set, the model
+    a Bento packs under the alias `softvq` (bentofile.yaml's `models:`).
+    BentoML applies a Bento's `envs` only inside its container image, not to
+    `bentoml serve softvq:latest`, so the alias is what finds the packed run.
+    """
+    tag = os.environ.get("SOFTVQ_MODEL", "").strip()
+    if tag:
+        return tag
+    if os.environ.get("SOFTVQ_RUN_DIR", "").strip():
+        return None
+    return PACKED_ALIAS if PACKED_ALIAS in _model_aliases() else None
+
+
+def hint_missing_packed_model():
+    """At `bentoml build`: one line for each model of bentofile.yaml not in the store.
+
+    `bentoml build` imports the service module after reading bentofile.yaml's
+    `models:` (their aliases are then known) and before it packs them; BentoML
+    itself then refuses with "Model ... could not be found locally and failed
+    to fetch from remote". This line says what to do about it. Silent when
+    the models are there, and when no bentofile.yaml names any.
+    """
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    for alias, tag in sorted(_model_aliases().items()):
+        try:
+            bentoml.models.get(tag)
+        except NotFound:
+            home = os.environ.get("BENTOML_HOME", "~/bentoml")
+            print(f"softvq: bentofile.yaml packs the model {tag!r} (alias {alias!r}), which "
+                  f"is not in the model store ({home}/models): store a finished run first "
+                  "with `python -m serving.store RUN_DIR` (e.g. runs/digits-softvq), then "
+                  "build again", file=sys.stderr, flush=True)
+        except Exception:  # noqa: BLE001 - a bad tag: BentoML's own error says it
+            pass
 
 
 def list_runs():

@@ -5,12 +5,12 @@
 `app.js` and `style.css` as they are (no build step, no CDN) and
 `/ui/config.json`: what the page needs to know about the served run, read
 from its config.json (image shape, channels, pixel range, class names,
-whether it is labelled, cluster count, headline metrics, which model).
+whether it is labelled, cluster count, headline metrics, which model, whether
+`/reconstruct` is available and whether the API routes need a key).
 """
 
 import functools
 import math
-import os
 from pathlib import Path
 
 from serving.runtime import RunFolderError, default_run_dir, read_config
@@ -55,13 +55,26 @@ def run_info(config, source):
         "clusters": int(config.get("clusters") or (len(class_names) if class_names else 10)),
         "metrics": metrics,
         "reconstruct": (Path(default_run_dir()) / "autoencoder.keras").is_file(),
+        "api_key_required": _keys_required(),
     }
+
+
+def _keys_required():
+    """Whether the API routes need a key (the page then asks for it at once)."""
+    from serving.auth import ApiKeyError, load_api_keys
+
+    try:
+        return bool(load_api_keys())
+    except ApiKeyError:
+        return True
 
 
 @functools.lru_cache(maxsize=1)
 def _cached_info():
-    model = os.environ.get("SOFTVQ_MODEL")
-    source = f"model {model}" if model else f"run folder {default_run_dir().name}"
+    from serving.store import served_model, stored_tag
+
+    model = served_model()
+    source = f"model {stored_tag(model)}" if model else f"run folder {default_run_dir().name}"
     return run_info(read_config(default_run_dir()), source)
 
 

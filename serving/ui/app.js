@@ -1,8 +1,8 @@
 // The /ui page: draw or drop an image, send it as raw pixels to /classify,
 // /cluster and /reconstruct, show the answers. Plain browser JavaScript, no
 // libraries. The run's size, channels, pixel range and class names come from
-// /ui/config.json; an image of any size is scaled to the run's size here
-// (area average), converted to its channels and mapped from 0-255 to
+// /ui/config.json; pixels.js (loaded first) scales an image of any size to the
+// run's size (area average), converts it to its channels and maps 0-255 to
 // 0..pixel_max, exactly like the service's PNG routes do.
 "use strict";
 
@@ -29,7 +29,17 @@ function clearError() {
 }
 
 // ---- API calls with the optional key ------------------------------------------------
+let keyPrompt = null;     // the open key dialog, shared by concurrent calls
+
+// Ask the person for the API key (one dialog, however many calls need it).
 function askForKey(message) {
+  if (!keyPrompt) {
+    keyPrompt = promptForKey(message).finally(() => { keyPrompt = null; });
+  }
+  return keyPrompt;
+}
+
+function promptForKey(message) {
   return new Promise((resolve) => {
     const dialog = $("key-dialog");
     $("key-message").textContent = message || "This service asks for an API key.";
@@ -50,13 +60,16 @@ function askForKey(message) {
   });
 }
 
+// GET `path` (no body), or POST `body`: a FormData as multipart, anything else as JSON.
 async function call(path, body) {
   for (let attempt = 0; attempt < 3; attempt++) {
     const headers = {};
     const key = sessionStorage.getItem(KEY);
     if (key) headers["Authorization"] = "Bearer " + key;
     let init = { method: "GET", headers };
-    if (body !== undefined) {
+    if (body instanceof FormData) {
+      init = { method: "POST", headers, body };  // the browser sets the boundary
+    } else if (body !== undefined) {
       headers["Content-Type"] = "application/json";
       init = { method: "POST", headers, body: JSON.stringify(body) };
     }
@@ -74,6 +87,7 @@ async function call(path, body) {
     }
     if (response.status === 401) {
       const reason = (payload && payload.error) || "The service needs an API key.";
+      if (sessionStorage.getItem(KEY) !== key) continue;  // another call got a new key meanwhile
       const entered = await askForKey(key ? "That key was refused: " + reason : reason);
       if (!entered) throw new Error("Not sent: " + reason);
       sessionStorage.setItem(KEY, entered);
@@ -90,76 +104,6 @@ async function call(path, body) {
   throw new Error("The API key was refused three times.");
 }
 
-// ---- pixels -------------------------------------------------------------------------
-// Area-average `source` (ImageData) down or up to width x height; returns RGBA floats.
-function resize(source, width, height) {
-  const out = new Float32Array(width * height * 4);
-  const sx = source.width / width;
-  const sy = source.height / height;
-  const data = source.data;
-  for (let y = 0; y < height; y++) {
-    const y0 = y * sy, y1 = (y + 1) * sy;
-    for (let x = 0; x < width; x++) {
-      const x0 = x * sx, x1 = (x + 1) * sx;
-      const acc = [0, 0, 0, 0];
-      let total = 0;
-      for (let j = Math.floor(y0); j < Math.min(Math.ceil(y1), source.height); j++) {
-        const wy = Math.min(j + 1, y1) - Math.max(j, y0);
-        for (let i = Math.floor(x0); i < Math.min(Math.ceil(x1), source.width); i++) {
-          const w = wy * (Math.min(i + 1, x1) - Math.max(i, x0));
-          const k = (j * source.width + i) * 4;
-          for (let c = 0; c < 4; c++) acc[c] += w * data[k + c];
-          total += w;
-        }
-      }
-      const o = (y * width + x) * 4;
-      for (let c = 0; c < 4; c++) out[o + c] = acc[c] / total;
-    }
-  }
-  return out;
-}
-
-// The run-sized pixels (0-255 floats, [H][W] or [H][W][3]) of a canvas.
-function modelPixels(canvas) {
-  const ctx = canvas.getContext("2d");
-  const rgba = resize(ctx.getImageData(0, 0, canvas.width, canvas.height), info.width, info.height);
-  const rows = [];
-  for (let y = 0; y < info.height; y++) {
-    const row = [];
-    for (let x = 0; x < info.width; x++) {
-      const k = (y * info.width + x) * 4;
-      const a = rgba[k + 3] / 255; // transparent parts count as the black background
-      const rgb = [rgba[k] * a, rgba[k + 1] * a, rgba[k + 2] * a];
-      row.push(info.channels === 3 ? rgb : 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]);
-    }
-    rows.push(row);
-  }
-  return rows;
-}
-
-// Pixels 0-255 -> the dataset's raw range 0..pixel_max, rounded to keep requests small.
-function toRaw(pixels) {
-  const scale = info.pixel_max / 255;
-  const map = (v) => (Array.isArray(v) ? v.map(map) : Math.round(v * scale * 1e4) / 1e4);
-  return pixels.map(map);
-}
-
-// Paint raw-range pixels ([H][W] or [H][W][3], 0..pixel_max) onto a run-sized canvas.
-function paint(canvas, raw) {
-  canvas.width = info.width;
-  canvas.height = info.height;
-  const ctx = canvas.getContext("2d");
-  const image = ctx.createImageData(info.width, info.height);
-  const scale = 255 / info.pixel_max;
-  raw.forEach((row, y) => row.forEach((v, x) => {
-    const rgb = Array.isArray(v) ? v : [v, v, v];
-    const k = (y * info.width + x) * 4;
-    for (let c = 0; c < 3; c++) image.data[k + c] = Math.max(0, Math.min(255, rgb[c] * scale));
-    image.data[k + 3] = 255;
-  }));
-  ctx.putImageData(image, 0, 0);
-}
-
 // ---- answers --------------------------------------------------------------------------
 function showProbabilities(probabilities) {
   const names = info.class_names;
@@ -167,7 +111,7 @@ function showProbabilities(probabilities) {
   const bars = $("probabilities");
   bars.replaceChildren(...probabilities.map((p, i) => {
     const row = document.createElement("div");
-    row.className = "bar" + (i === best ? " top" : "");
+    row.className = "bar" + (i === best ? " best" : "");
     row.dataset.label = String(i);
     const name = document.createElement("span");
     name.className = "name";
@@ -192,9 +136,9 @@ async function predict() {
   if (!info) return;
   if (inFlight) { queued = true; return; }
   inFlight = true;
-  const pixels = modelPixels($("pad"));
-  const raw = toRaw(pixels);
-  paint($("model-input"), raw);
+  document.body.dataset.busy = "true";  // "false" once every answer is shown (for tests)
+  const raw = toRaw(modelPixels($("pad"), info), info);
+  paint($("model-input"), raw, info);
   const body = { images: [raw] };
   try {
     const [classes, clusters, decoded] = await Promise.all([
@@ -220,14 +164,14 @@ async function predict() {
       " · distance " + clusters.distances[0].toFixed(3) + (matched !== null ? " · matched class " + matched : "")));
     $("cluster").dataset.cluster = String(c);
     if (decoded) {
-      paint($("reconstruction"), decoded.images[0]);
+      paint($("reconstruction"), decoded.images[0], info);
       $("reconstruction").dataset.state = "ready";
     }
   } catch (error) {
     showError(error.message);
   } finally {
     inFlight = false;
-    if (queued) { queued = false; predict(); }
+    if (queued) { queued = false; predict(); } else { document.body.dataset.busy = "false"; }
   }
 }
 
@@ -238,15 +182,15 @@ function resetAnswers() {
   $("cluster").textContent = "–";
   $("probabilities").replaceChildren();
   const r = $("reconstruction");
-  r.getContext("2d").clearRect(0, 0, r.width, r.height);
+  r.getContext("2d", READBACK).clearRect(0, 0, r.width, r.height);
   r.dataset.state = "empty";
-  $("model-input").getContext("2d").clearRect(0, 0, r.width, r.height);
+  $("model-input").getContext("2d", READBACK).clearRect(0, 0, r.width, r.height);
 }
 
 // ---- drawing --------------------------------------------------------------------------
 function clearPad() {
   const pad = $("pad");
-  const ctx = pad.getContext("2d");
+  const ctx = pad.getContext("2d", READBACK);
   ctx.fillStyle = "#000";
   ctx.fillRect(0, 0, pad.width, pad.height);
   dirty = false;
@@ -263,7 +207,7 @@ function padPoint(event) {
 
 function stroke(from, to) {
   const pad = $("pad");
-  const ctx = pad.getContext("2d");
+  const ctx = pad.getContext("2d", READBACK);
   // About one run pixel wide, like the strokes of the training digits.
   ctx.lineWidth = Math.max(pad.width * 0.08, 1.15 * pad.width / info.width);
   ctx.lineCap = "round";
@@ -315,7 +259,7 @@ function loadFile(file) {
   image.onload = () => {
     URL.revokeObjectURL(url);
     const pad = $("pad");
-    const ctx = pad.getContext("2d");
+    const ctx = pad.getContext("2d", READBACK);
     ctx.fillStyle = "#000";
     ctx.fillRect(0, 0, pad.width, pad.height);
     ctx.imageSmoothingEnabled = image.naturalWidth > pad.width;
@@ -332,38 +276,24 @@ function loadFile(file) {
     dirty = true;
     predict();
   };
-  image.onerror = () => {
+  image.onerror = () => {  // the pad and the last answers stay as they were
     URL.revokeObjectURL(url);
-    resetAnswers();
-    showError(`Could not read “${file.name}” as an image: the browser cannot decode it. `
-      + "Choose a PNG, JPEG, GIF, BMP or WebP picture.");
+    refusal(file);
   };
   image.src = url;
 }
 
-// A light border means dark ink on light paper: the training digits are light on black.
-function looksInverted(canvas) {
-  const ctx = canvas.getContext("2d");
-  const { width, height } = canvas;
-  const data = ctx.getImageData(0, 0, width, height).data;
-  let sum = 0, n = 0;
-  for (let x = 0; x < width; x += 4) {
-    for (const y of [0, height - 1]) {
-      const k = (y * width + x) * 4;
-      sum += (data[k] + data[k + 1] + data[k + 2]) / 3;
-      n++;
-    }
+// A file the browser cannot decode goes to the service as it is (the *_png
+// routes check uploads), so that the person sees the service's own refusal.
+async function refusal(file) {
+  const form = new FormData();
+  form.append("image", file, file.name);
+  try {
+    await call(info.labelled ? "classify_png" : "cluster_png", form);
+    showError(`“${file.name}” cannot be shown by this browser: choose a PNG or JPEG picture.`);
+  } catch (error) {
+    showError(`“${file.name}” is not an image the service can read: ${error.message}`);
   }
-  return sum / n > 127;
-}
-
-function invert(canvas) {
-  const ctx = canvas.getContext("2d");
-  const image = ctx.getImageData(0, 0, canvas.width, canvas.height);
-  for (let k = 0; k < image.data.length; k += 4) {
-    for (let c = 0; c < 3; c++) image.data[k + c] = 255 - image.data[k + c];
-  }
-  ctx.putImageData(image, 0, 0);
 }
 
 function setUpFiles() {
@@ -424,6 +354,11 @@ async function start() {
   }
   describeRun();
   clearPad();
+  if (info.api_key_required && !sessionStorage.getItem(KEY)) {
+    const entered = await askForKey("This service requires an API key: enter one of its keys "
+      + "to use the page (it is sent as the header Authorization: Bearer <key>).");
+    if (entered) sessionStorage.setItem(KEY, entered);
+  }
   document.body.dataset.ready = "true";
 }
 

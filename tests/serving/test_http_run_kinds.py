@@ -32,10 +32,14 @@ KEYS = ["first-key-0123456789", "second-key-9876543210"]
 
 @pytest.fixture(scope="module")
 def unlabelled_run(digits_run, tmp_path_factory):
-    """The digits run as an unlabelled run: no classifier.keras, no cluster_to_label."""
+    """The digits run as an unlabelled run: no classifier.keras, no cluster_to_label.
+
+    Nor autoencoder.keras, as in run folders packed before /reconstruct existed.
+    """
     run = tmp_path_factory.mktemp("unlabelled") / "run"
     shutil.copytree(digits_run, run)
     (run / "classifier.keras").unlink()
+    (run / "autoencoder.keras").unlink()
     with np.load(run / "kmeans.npz") as f:
         centroids = f["centroids"]
     np.savez(run / "kmeans.npz", centroids=centroids)
@@ -121,6 +125,12 @@ def test_unlabelled_run_has_no_classify_and_clusters_without_labels(unlabelled_s
     np.testing.assert_allclose(answer["distances"], distances, atol=1e-5)
     response = requests.post(url + "/encode", json={"images": raw[:3].tolist()}, timeout=30)
     np.testing.assert_allclose(response.json()["latents"], reference.latents(raw[:3]), atol=1e-5)
+    response = requests.post(url + "/reconstruct", json={"images": raw[:1].tolist()}, timeout=30)
+    assert response.status_code == 404
+    assert "served without autoencoder.keras" in response.json()["error"]
+    info = requests.get(url + "/ui/config.json", timeout=10).json()
+    assert info["labelled"] is False and info["class_names"] is None
+    assert info["reconstruct"] is False and info["clusters"] == 10
 
 
 def test_rgb_run_json_images_of_its_shape_and_class_names(rgb_server, rgb_run):
@@ -200,6 +210,13 @@ def test_api_keys_on_the_real_server(rgb_server):
     assert requests.get(url + "/metrics", timeout=10).status_code == 401
     assert requests.get(url + "/metrics", headers=AUTH, timeout=10).status_code == 200
     assert requests.get(url + "/ui", timeout=10).status_code != 401  # the page asks for it
+    assert requests.get(url + "/ui/", timeout=10).status_code == 200
+    info = requests.get(url + "/ui/config.json", timeout=10).json()
+    assert info["api_key_required"] is True and info["class_names"] == CLASS_NAMES
+    assert (info["height"], info["width"], info["channels"]) == (12, 10, 3)
+    assert requests.post(url + "/reconstruct", json=body, timeout=30).status_code == 401
+    assert requests.post(url + "/reconstruct", json=body, headers=AUTH,
+                         timeout=30).status_code == 404  # this fabricated run has no autoencoder
     log = rgb_server.log(tail=10**7)
     assert "API keys: on, 2 key(s)" in log
     for secret in (*KEYS, "guessed-key-123"):
