@@ -12,7 +12,9 @@ from softvq_keras.layers import (
 from softvq_keras.presets import dataset_info, preset
 
 
-def _reconstruction_size(dataset):
+def _reconstruction_size(dataset, p=None):
+    if p is not None and p.get("input_shape"):
+        return math.prod(p["input_shape"])
     return math.prod(dataset_info(dataset).input_shape)
 
 
@@ -23,7 +25,7 @@ def _ae(p, dataset, seed):
 def _vae(p, dataset, seed, beta_key="vae_beta"):
     return VariationalBottleneck(
         beta=p[beta_key],
-        reconstruction_size=_reconstruction_size(dataset),
+        reconstruction_size=_reconstruction_size(dataset, p),
         seed=seed,
         name="bottleneck",
     )
@@ -37,7 +39,7 @@ def _infodropout(p, dataset, seed):
     return InformationDropout(
         beta=p["infodropout_beta"],
         max_alpha=p["max_alpha"],
-        reconstruction_size=_reconstruction_size(dataset),
+        reconstruction_size=_reconstruction_size(dataset, p),
         seed=seed,
         weighting=p.get("infodropout_weighting", "safe"),
         name="bottleneck",
@@ -132,11 +134,17 @@ def bottleneck_settings(model, dataset, **overrides):
     return p
 
 
-def make_bottleneck(model, dataset="mnist", seed=None, **overrides):
+def make_bottleneck(model, dataset="mnist", seed=None, input_shape=None, **overrides):
     """The bottleneck layer for CLI name `model` with `dataset`'s paper defaults.
+
+    `input_shape` is the model's input shape when it differs from the
+    dataset's (a user's images with the `dataset` preset): the KL terms of
+    vae / betavae / infodropout are scaled by its size.
 
     >>> make_bottleneck("softvq", "mnist").num_codes
     128
     """
     settings = bottleneck_settings(model, dataset, **overrides)
+    if input_shape is not None:
+        settings["input_shape"] = tuple(input_shape)
     return BOTTLENECKS[model](settings, dataset, seed)

@@ -167,7 +167,7 @@ def open_tfds(name, data_dir, options, progress=None):
     info = _custom_info(
         f"tfds:{name}", "tfds", first, all(grays), options, labelled=labelled,
         class_names=names, num_train=counts["train"], num_test=counts["test"],
-        source=f"tensorflow-datasets:{name}",
+        source=f"tensorflow-datasets:{name}", split_given="test" in splits.values(),
     )
     stored = np.shape(example["image"])
     one = len(stored) == 2 or stored[-1] == 1

@@ -14,6 +14,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 
@@ -87,3 +88,47 @@ def run_python(code, *, backend=None, env=None, timeout=300, cwd=None):
 def python_subprocess():
     """`run_python` as a fixture: run Python code in a child interpreter."""
     return run_python
+
+
+#: `python -m training.fit` options of the own-images runs: tiny and quick.
+OWN_RUN_OPTIONS = ["--epochs", "1", "--kmeans-init", "2", "--probe-epochs", "2",
+                   "--verbose", "2"]
+
+
+@pytest.fixture(scope="session")
+def own_image_runs(tmp_path_factory):
+    """Finished runs of `python -m training.fit` (in process) on generated folders.
+
+    - `gray`: `gray/<class>/*.png`, 3 classes of 12x10 grayscale PNGs (not a
+      multiple of 16: the MLP), a seeded 0.2 test split, one truncated PNG
+      skipped with `--skip-bad-images`;
+    - `rgb`: `rgb/train|test/<class>/*.jpg`, 2 classes of 16x16 RGB JPEGs (the
+      CNN) and one 20x18 JPEG that is resized;
+    - `loose`: 30 8x8 PNGs without class sub-folders (no labels), `--clusters 4`.
+
+    Returns `{name: (folder, run folder, stdout of the run)}`.
+    """
+    import contextlib
+    import io
+
+    import image_folders as f
+
+    from training.fit import main
+
+    root = tmp_path_factory.mktemp("own-images")
+    gray = f.labelled_folder(root / "gray")
+    f.truncated_png(gray / "bars" / "zz-truncated.png")
+    rgb = f.split_folder(root / "rgb")
+    rng = np.random.default_rng(9)
+    f.save(f.pattern(0, (20, 18), rng, 3), rgb / "train" / "bars" / "zz-larger.jpg")
+    loose = f.unlabelled_folder(root / "loose")
+    runs = {}
+    for name, folder, extra in [("gray", gray, ["--skip-bad-images"]), ("rgb", rgb, []),
+                                ("loose", loose, ["--clusters", "4"])]:
+        out = root / "runs" / name
+        stdout = io.StringIO()
+        with contextlib.redirect_stdout(stdout):
+            code = main([str(folder), "softvq", "--out", str(out), *OWN_RUN_OPTIONS, *extra])
+        assert code == 0, stdout.getvalue()[-2000:]
+        runs[name] = (folder, out, stdout.getvalue())
+    return runs

@@ -172,18 +172,18 @@ def checkpoint_callbacks(plan, checkpoint_dir):
     return ([Save()] if plan.is_chief else []) + [Restore()]
 
 
-def codebook_callbacks(s, x_train, sync=None):
-    """The optional codebook maintenance of vq / softvq (softvq_keras.callbacks).
+def codebook_callbacks(s, data, sync=None):
+    """The optional codebook maintenance of vq / softvq (softvq_keras.callbacks),
+    on a seeded sample of `CODEBOOK_SAMPLE` training inputs (`training.data.RunData`).
 
     `sync`: the callbacks' `sync` (`training.distribution.Plan.agree` makes every
     process assign process 0's codebook).
     """
-    import numpy as np
-
     from softvq_keras.callbacks import CodebookKMeansInit, DeadCodeRestart
 
-    rng = np.random.default_rng(s.seed)
-    sample = x_train[np.sort(rng.permutation(len(x_train))[:CODEBOOK_SAMPLE])]
+    if s.codebook_init == "random" and not s.dead_code_restarts:
+        return []
+    sample, _, _ = data.sample("train", CODEBOOK_SAMPLE, s.seed)
     found = []
     if s.codebook_init == "kmeans":
         found.append(CodebookKMeansInit(sample, at_epoch=1, seed=s.seed, sync=sync))

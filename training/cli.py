@@ -25,12 +25,15 @@ from training.settings import (
     CODEBOOK_SAMPLE,
     CODEBOOK_UPDATES,
     DEFAULT_BACKEND,
+    DEFAULT_CLUSTERS,
     EXIT_DIVERGED,
     EXIT_FAILED,
     EXIT_USAGE,
     INFODROPOUT_WEIGHTINGS,
+    KMEANS_SAMPLE,
     MODELS,
     PRECISIONS,
+    TEST_FRACTION,
     VARIANCES,
     FitSettings,
     TrainingDiverged,
@@ -55,6 +58,10 @@ def _defaults_table(presets):
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["per-dataset defaults (the paper's settings; digits is this project's):"]
     lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    lines += [
+        "your own images (a folder, an .npz file, tfds:NAME) take the mnist row's defaults",
+        "with the MLP and the svhn row's with the CNN (steps: the same number of updates).",
+    ]
     return "\n".join(lines)
 
 
@@ -74,7 +81,13 @@ def build_parser(presets=None):
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     preset_default = "(default: the dataset's preset, below)"
-    parser.add_argument("dataset", metavar="DATASET", help=f"one of {', '.join(presets.DATASETS)}")
+    parser.add_argument(
+        "dataset", metavar="DATASET",
+        help=f"a built-in name ({', '.join(presets.DATASETS)}); a folder of images "
+        "(FOLDER/CLASS/*.png|jpg|jpeg|bmp|gif, or FOLDER/train/CLASS/... and "
+        "FOLDER/test/CLASS/...; images directly in FOLDER: no labels); an .npz file "
+        "(x_train, x_test uint8, optionally y_train, y_test); or tfds:NAME",
+    )
     parser.add_argument("model", metavar="MODEL", help=f"one of {', '.join(MODELS)}")
     length = parser.add_argument_group("training length")
     length.add_argument("--epochs", type=int, help="epochs to train; overrides --steps")
@@ -131,13 +144,41 @@ def build_parser(presets=None):
         "notebooks used 1e-8)",
     )
     hp.add_argument("--seed", type=int, default=0, help="random seed of everything (default: 0)")
+    own = parser.add_argument_group("your own images (folders, .npz files, tfds:NAME)")
+    own.add_argument(
+        "--image-size", metavar="HxW",
+        help="resize every image to HxW, e.g. 64x64 (default: the first image's size; "
+        "the CNN needs sides that are multiples of 16)",
+    )
+    own.add_argument(
+        "--channels", type=int, choices=(1, 3),
+        help="1 (grayscale) or 3 (RGB) (default: 1 when every image is grayscale)",
+    )
+    own.add_argument(
+        "--architecture", choices=("mlp", "cnn"),
+        help="mlp or cnn (default: the MLP for one-channel images up to 28x28, else the CNN)",
+    )
+    own.add_argument(
+        "--test-fraction", type=float, default=TEST_FRACTION,
+        help="the seeded test split of data that has none (no train/test folders, no "
+        f"x_test) (default: {TEST_FRACTION})",
+    )
+    own.add_argument(
+        "--skip-bad-images", action="store_true",
+        help="skip (and count) corrupt or truncated image files instead of stopping "
+        "at the first (default: stop, naming it)",
+    )
     io = parser.add_argument_group("data, output and backend")
     io.add_argument(
         "--data-dir",
         help="folder holding DATASET.npz (default: $SOFTVQ_DATA_DIR, else "
-        "tensorflow-datasets; digits needs nothing)",
+        "tensorflow-datasets; digits needs nothing); for tfds:NAME the "
+        "tensorflow-datasets data folder",
     )
-    io.add_argument("--out", help="run folder (default: runs/DATASET-MODEL)")
+    io.add_argument(
+        "--out",
+        help="run folder (default: runs/NAME-MODEL, NAME the dataset, folder or file name)",
+    )
     io.add_argument(
         "--backend", choices=BACKENDS,
         help="Keras backend (default: $KERAS_BACKEND, else jax for mlp datasets and "
@@ -174,6 +215,16 @@ def build_parser(presets=None):
         help="K-means initializations (default: 100, the paper's)",
     )
     ev.add_argument(
+        "--kmeans-sample", type=int, default=KMEANS_SAMPLE,
+        help="training latents the service's K-means centroids are fitted on, at most "
+        f"(default: {KMEANS_SAMPLE:,}: all of MNIST)",
+    )
+    ev.add_argument(
+        "--clusters", type=int,
+        help=f"K-means clusters (default: the number of classes; {DEFAULT_CLUSTERS} "
+        "without labels)",
+    )
+    ev.add_argument(
         "--probe-epochs", type=int, default=20,
         help="epochs of the softmax head on the latents (default: 20)",
     )
@@ -184,7 +235,8 @@ def build_parser(presets=None):
     )
     ev.add_argument(
         "--verbose", type=int, choices=(0, 1, 2),
-        help="Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch "
+        help="Keras fit verbosity: 0 silent (no progress lines either), 1 progress bar, "
+        "2 one line per epoch "
         "(default: 1 on a terminal, 2 when the output goes to a file or pipe)",
     )
     return parser

@@ -35,7 +35,7 @@ import numpy as np
 
 from training import artifacts
 
-#: What `evaluate_run` needs in the run folder.
+#: What `evaluate_run` needs in the run folder (a run without labels: no classifier).
 REQUIRED_FILES = (
     artifacts.CONFIG,
     artifacts.HISTORY,
@@ -44,24 +44,44 @@ REQUIRED_FILES = (
     artifacts.CLASSIFIER,
     artifacts.KMEANS,
 )
+UNLABELLED_NOTE = (
+    "trained without labels: no classifier and no accuracy figures; the metrics are "
+    "unsupervised (reconstruction error, codebook usage and perplexity, K-means inertia)"
+)
+
+
+def required_files(config):
+    """`REQUIRED_FILES` of a run with this config.json."""
+    if config.get("labelled", True):
+        return REQUIRED_FILES
+    return tuple(name for name in REQUIRED_FILES if name != artifacts.CLASSIFIER)
 PREDICT_BATCH = 1024
 
 
 class PhaseTimer:
-    """Accumulates wall-clock seconds per named phase."""
+    """Accumulates wall-clock seconds per named phase.
 
-    def __init__(self, seconds=None):
+    With `say` (e.g. `print`), a phase given a description prints one line:
+    the description when it starts (so that a long K-means does not look like
+    a hang) and its seconds when it ends.
+    """
+
+    def __init__(self, seconds=None, say=None):
         self.seconds = dict(seconds or {})
+        self.say = say
 
     @contextmanager
-    def phase(self, name):
+    def phase(self, name, what=None):
         start = time.perf_counter()
+        if what and self.say:
+            self.say(f"{what} ...", end="", flush=True)
         try:
             yield
         finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + (
-                time.perf_counter() - start
-            )
+            elapsed = time.perf_counter() - start
+            self.seconds[name] = self.seconds.get(name, 0.0) + elapsed
+            if what and self.say:
+                self.say(f" {elapsed:.1f} s", flush=True)
 
 
 @contextmanager
@@ -99,7 +119,8 @@ def codebook_statistics(code_probs):
     return {k: float(np.asarray(v)) for k, v in metric.result().items()}
 
 
-def representation_scores(z_train, y_train, z_test, y_test, *, kmeans_init, probe_epochs, seed, timer):
+def representation_scores(z_train, y_train, z_test, y_test, *, kmeans_init, probe_epochs, seed,
+                          timer, n_clusters=10, num_classes=10, what=None):
     """The paper's three numbers for a representation, its probe trained here.
 
     Used for the raw-pixel row; a trained run's own latents use the stored
@@ -107,13 +128,38 @@ def representation_scores(z_train, y_train, z_test, y_test, *, kmeans_init, prob
     """
     from softvq_keras import evaluation
 
-    with timer.phase("raw"):
+    with timer.phase("raw", what):
         with single_threaded():
-            scores = evaluation.clustering_scores(z_test, y_test, n_init=kmeans_init, seed=seed)
+            scores = evaluation.clustering_scores(
+                z_test, y_test, n_clusters=n_clusters, n_init=kmeans_init, seed=seed
+            )
         _, scores["classification_accuracy"] = evaluation.linear_probe(
-            z_train, y_train, z_test, y_test, epochs=probe_epochs, seed=seed
+            z_train, y_train, z_test, y_test, epochs=probe_epochs, seed=seed,
+            num_classes=num_classes,
         )
     return scores
+
+
+def autoencoder_statistics(autoencoder, data, split="test"):
+    """Reconstruction error (mean squared error per scaled pixel) and, for
+    vq / softvq, codebook usage and perplexity of `code_probs`, over `split`
+    batch by batch (a streamed split is never held whole)."""
+    from softvq_keras import CodebookUsage
+
+    squared, values, usage = 0.0, 0, None
+    for x in data.batches(split):
+        outputs = autoencoder.predict_on_batch(x)
+        reconstruction = np.asarray(outputs["reconstruction"], dtype=np.float64)
+        squared += float(np.sum((reconstruction.reshape(x.shape) - x) ** 2))
+        values += x.size
+        if "code_probs" in outputs:
+            if usage is None:
+                usage = CodebookUsage(np.shape(outputs["code_probs"])[-1])
+            usage.update_state(np.asarray(outputs["code_probs"], dtype=np.float32))
+    stats = {"reconstruction_error": squared / max(values, 1)}
+    if usage is not None:
+        stats.update({k: float(np.asarray(v)) for k, v in usage.result().items()})
+    return stats
 
 
 def _flat(images):
@@ -127,17 +173,17 @@ def final_losses(history):
 
 
 def evaluate_run(
-    run_dir, splits=None, *, data_dir=None, timer=None, train_seconds=None, started_at=None
+    run_dir, data=None, *, data_dir=None, timer=None, train_seconds=None, started_at=None
 ):
     """Compute and write `run_dir/metrics.json`; return the metrics dict.
 
     Args:
-        run_dir: a run folder with the files in `REQUIRED_FILES`.
-        splits: the dataset as `softvq_keras.data.Splits`; loaded from the
-            config's dataset (and `data_dir`, else the run's) when None.
-        data_dir: where to look for the dataset copy when `splits` is None.
+        run_dir: a run folder with the files in `required_files(config)`.
+        data: the run's `training.data.RunData`; reopened from config.json
+            (and `data_dir`, else the run's) when None.
+        data_dir: where to look for a built-in dataset's copy when `data` is None.
         timer: a `PhaseTimer` holding the caller's phases (`load`, `train`);
-            evaluation phases are added to it.
+            evaluation phases are added to it (and announced with its `say`).
         train_seconds: wall time of training; default: the previous
             metrics.json's, else the sum of the epoch times in history.json.
         started_at: `time.perf_counter()` at the start of the command, for
@@ -145,7 +191,6 @@ def evaluate_run(
     """
     import keras
 
-    from softvq_keras import data as datasets
     from softvq_keras import evaluation
 
     started_at = time.perf_counter() if started_at is None else started_at
@@ -155,45 +200,66 @@ def evaluate_run(
     history = artifacts.read_json(run_dir / artifacts.HISTORY)
     protocol = config["evaluation"]
     seed = int(config["seed"])
-    if splits is None:
-        with timer.phase("load"):
-            splits = datasets.load(config["dataset"], data_dir or config.get("data_dir"))
+    labelled = bool(config.get("labelled", True))
+    n_clusters = int(config.get("clusters") or config.get("num_classes") or 10)
+    if data is None:
+        from training.data import open_run_data
 
-    with timer.phase("encode"):
+        with timer.phase("load"):
+            data = open_run_data(config, data_dir)
+    n_test = data.count("test")
+
+    with timer.phase("encode", f"Encoding {n_test:,} test images"):
         encoder = keras.saving.load_model(run_dir / artifacts.ENCODER)
-        z_test = encoder.predict(splits.x_test, batch_size=PREDICT_BATCH, verbose=0)
-    with timer.phase("kmeans"), single_threaded():
-        paper = evaluation.clustering_scores(
-            z_test, splits.y_test, n_init=protocol["kmeans_init"], seed=seed
+        z_test = data.predict(encoder, "test")
+    with timer.phase("kmeans", f"K-means x{protocol['kmeans_init']} ({n_clusters} clusters) "
+                     f"on {n_test:,} test latents"), single_threaded():
+        kmeans = evaluation.fit_kmeans(
+            z_test, n_clusters, n_init=protocol["kmeans_init"], seed=seed
         )
         with np.load(run_dir / artifacts.KMEANS, allow_pickle=False) as stored:
-            clusters = nearest_centroid(z_test, stored["centroids"])
-            predicted = stored["cluster_to_label"][clusters]
-    with timer.phase("probe"):
-        classifier = keras.saving.load_model(run_dir / artifacts.CLASSIFIER)
-        probs = classifier.predict(z_test, batch_size=PREDICT_BATCH, verbose=0)
-    metrics = {
-        "clustering_accuracy": paper["clustering_accuracy"],
-        "nmi": paper["nmi"],
-        "clustering_accuracy_train_centroids": float(np.mean(predicted == splits.y_test)),
-        "nmi_train_centroids": evaluation.nmi(splits.y_test, clusters),
-        "classification_accuracy": float(
-            np.mean(np.argmax(probs, axis=-1) == splits.y_test)
-        ),
-    }
-    if protocol.get("raw_baseline", True):
+            centroids = stored["centroids"]
+            clusters = nearest_centroid(z_test, centroids)
+            mapping = stored["cluster_to_label"] if labelled else None
+    gaps = np.asarray(z_test, np.float64) - np.asarray(centroids, np.float64)[clusters]
+    metrics = {"labelled": labelled}
+    if labelled:
+        y_test = data.labels("test")
+        with timer.phase("probe"):
+            classifier = keras.saving.load_model(run_dir / artifacts.CLASSIFIER)
+            probs = classifier.predict(z_test, batch_size=PREDICT_BATCH, verbose=0)
+        metrics.update({
+            "clustering_accuracy": evaluation.cluster_accuracy(y_test, kmeans.labels_),
+            "nmi": evaluation.nmi(y_test, kmeans.labels_),
+            "clustering_accuracy_train_centroids": float(np.mean(mapping[clusters] == y_test)),
+            "nmi_train_centroids": evaluation.nmi(y_test, clusters),
+            "classification_accuracy": float(
+                np.mean(np.argmax(probs, axis=-1) == y_test)
+            ),
+        })
+    else:
+        metrics["note"] = UNLABELLED_NOTE
+    metrics["kmeans_inertia"] = float(kmeans.inertia_)
+    metrics["kmeans_inertia_train_centroids"] = float(np.sum(gaps**2))
+    if labelled and protocol.get("raw_baseline", True):
+        x_tr, y_tr, whole_tr = data.raw_sample("train", seed)
+        x_te, y_te, whole_te = data.raw_sample("test", seed)
         metrics["raw"] = representation_scores(
-            _flat(splits.x_train), splits.y_train, _flat(splits.x_test), splits.y_test,
+            _flat(x_tr), y_tr, _flat(x_te), y_te,
             kmeans_init=protocol["kmeans_init"], probe_epochs=protocol["probe_epochs"],
-            seed=seed, timer=timer,
+            seed=seed, timer=timer, n_clusters=n_clusters,
+            num_classes=int(config.get("num_classes") or 10),
+            what=f"Raw-pixel baseline on {len(x_tr):,} training and {len(x_te):,} test images"
+            + ("" if whole_tr and whole_te else " (a seeded sample)"),
         )
-    with timer.phase("encode"):
+        metrics["raw_sample"] = {"train": len(x_tr), "test": len(x_te),
+                                 "whole": bool(whole_tr and whole_te)}
+        del x_tr, x_te
+    with timer.phase("encode", f"Reconstructing {n_test:,} test images"):
         from softvq_keras import Autoencoder  # noqa: F401  imports (registers) the custom layers
 
         autoencoder = keras.saving.load_model(run_dir / artifacts.AUTOENCODER)
-        if "code_probs" in autoencoder.output:
-            outputs = autoencoder.predict(splits.x_test, batch_size=PREDICT_BATCH, verbose=0)
-            metrics.update(codebook_statistics(outputs["code_probs"]))
+        metrics.update(autoencoder_statistics(autoencoder, data, "test"))
     metrics["final_losses"] = final_losses(history)
 
     seconds_per_epoch = [e["seconds"] for e in history.get("epochs", [])]
@@ -214,17 +280,29 @@ def evaluate_run(
 
 def format_summary(metrics):
     """A few human-readable lines of the headline numbers."""
-    lines = [
-        f"clustering accuracy {metrics['clustering_accuracy']:.4f}  "
-        f"NMI {metrics['nmi']:.4f}  classification {metrics['classification_accuracy']:.4f}",
-        f"  train-fitted centroids on test: accuracy "
-        f"{metrics['clustering_accuracy_train_centroids']:.4f}  "
-        f"NMI {metrics['nmi_train_centroids']:.4f}",
-    ]
+    if metrics.get("labelled", True):
+        lines = [
+            f"clustering accuracy {metrics['clustering_accuracy']:.4f}  "
+            f"NMI {metrics['nmi']:.4f}  classification {metrics['classification_accuracy']:.4f}",
+            f"  train-fitted centroids on test: accuracy "
+            f"{metrics['clustering_accuracy_train_centroids']:.4f}  "
+            f"NMI {metrics['nmi_train_centroids']:.4f}",
+        ]
+    else:
+        lines = [f"no labels: {metrics.get('note', UNLABELLED_NOTE)}"]
+    if "reconstruction_error" in metrics:
+        lines.append(
+            f"  reconstruction error (MSE per scaled pixel) {metrics['reconstruction_error']:.5f}"
+            + (f"  K-means inertia {metrics['kmeans_inertia']:.4g}" if "kmeans_inertia" in metrics
+               else "")
+        )
     if "raw" in metrics:
         raw = metrics["raw"]
+        sample = metrics.get("raw_sample") or {}
         lines.append(
-            f"  raw pixels: clustering {raw['clustering_accuracy']:.4f}  NMI {raw['nmi']:.4f}  "
+            ("  raw pixels" if sample.get("whole", True) else
+             f"  raw pixels ({sample['train']:,} + {sample['test']:,} sampled images)")
+            + f": clustering {raw['clustering_accuracy']:.4f}  NMI {raw['nmi']:.4f}  "
             f"classification {raw['classification_accuracy']:.4f}"
         )
     if "codebook_usage" in metrics:
@@ -275,7 +353,11 @@ def main(argv=None):
     if not run_dir.is_dir():
         print(f"{parser.prog}: error: run folder {str(run_dir)!r} does not exist", file=sys.stderr)
         return 2
-    missing = [name for name in REQUIRED_FILES if not (run_dir / name).is_file()]
+    try:
+        config = artifacts.read_json(run_dir / artifacts.CONFIG)
+    except (OSError, ValueError):
+        config = {}
+    missing = [name for name in required_files(config) if not (run_dir / name).is_file()]
     if missing:
         print(
             f"{parser.prog}: error: {str(run_dir)!r} is not a finished run: missing "
@@ -285,17 +367,21 @@ def main(argv=None):
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
         print(f"{parser.prog}: error: --data-dir {args.data_dir!r} is not a directory", file=sys.stderr)
         return 2
-    backend = args.backend or os.environ.get("KERAS_BACKEND") or artifacts.read_json(
-        run_dir / artifacts.CONFIG
-    ).get("backend")
+    backend = args.backend or os.environ.get("KERAS_BACKEND") or config.get("backend")
     if backend:
         os.environ["KERAS_BACKEND"] = backend
 
-    from softvq_keras.data import DataUnavailableError
+    from training.data import import_tensorflow, open_run_data
+    from training.settings import UsageError
 
+    import_tensorflow()  # before Keras imports it: its C++ start-up lines silenced
+    timer = PhaseTimer(say=print)
     try:
-        metrics = evaluate_run(run_dir, data_dir=args.data_dir, started_at=started_at)
-    except (DataUnavailableError, FileNotFoundError) as e:
+        with timer.phase("load"):
+            data = open_run_data(config, args.data_dir,
+                                 progress=lambda text: print(text, flush=True))
+        metrics = evaluate_run(run_dir, data, timer=timer, started_at=started_at)
+    except (UsageError, FileNotFoundError) as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
     print(f"Wrote {run_dir / artifacts.METRICS}")

@@ -16,14 +16,17 @@ import json
 import platform
 import time
 
+import numpy as np
+
 from training import artifacts, distribution
 from training.callbacks import codebook_callbacks, restored_epoch, run_callbacks
+from training.data import data_kind, import_tensorflow, open_data, source_options
+from training.data import training_pipeline  # noqa: F401  (re-exported)
 from training.evaluate import PhaseTimer, evaluate_run, single_threaded
 from training.settings import (
     ADAM_EPSILON,
     BOTTLENECK_DEFAULTS,
-    CLASS_NAMES,
-    NUM_CLASSES,
+    DEFAULT_CLUSTERS,
     RESUME_DEFAULTS,
     RESUME_KEYS,
     FitSettings,
@@ -36,24 +39,6 @@ from training.settings import (
     load_presets,
     require,
 )
-
-
-def training_pipeline(x, batch_size, seed):
-    """`tf.data`: shuffled indices (reshuffled every epoch), batched, gathered, prefetched.
-
-    Shuffling indices rather than images keeps the shuffle buffer small.
-    """
-    from softvq_keras.sources import import_tensorflow
-
-    tf = import_tensorflow()
-    images = tf.constant(x)
-    return (
-        tf.data.Dataset.range(len(x))
-        .shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-        .batch(batch_size)
-        .map(lambda idx: tf.gather(images, idx), num_parallel_calls=tf.data.AUTOTUNE)
-        .prefetch(tf.data.AUTOTUNE)
-    )
 
 
 def _versions(backend):
@@ -71,40 +56,88 @@ def _versions(backend):
     }
 
 
-def run_config(s, backend, info, hyper, splits, bottleneck, plan=None):
-    """config.json (docs/ARTIFACTS.md) as plain JSON values; `plan`: the devices."""
+def run_config(s, backend, info, hyper, data, bottleneck, plan=None):
+    """config.json (docs/ARTIFACTS.md) as plain JSON values.
+
+    `info` is the data's `SourceInfo`; `data` its `training.data.RunData`;
+    `plan` the devices (`training.distribution.Plan`).
+    """
+    from pathlib import Path
+
+    source = data.info
+    kind = source.kind
     config = {
         "dataset": s.dataset,
+        "dataset_kind": kind,
+        # An absolute path, so that training.evaluate finds a folder / .npz from anywhere.
+        "dataset_path": str(Path(s.dataset).resolve()) if kind in ("folder", "npz") else None,
         "model": s.model,
         "backend": backend,
-        "image_shape": info.image_shape,
-        "input_shape": info.input_shape,
-        "pixel_max": info.pixel_max,
-        "offset": info.offset,
-        "architecture": info.architecture,
-        "num_classes": NUM_CLASSES,
-        "class_names": CLASS_NAMES.get(s.dataset, [str(i) for i in range(NUM_CLASSES)]),
+        "image_shape": source.image_shape,
+        "input_shape": source.input_shape,
+        "channels": source.channels,
+        "pixel_max": source.pixel_max,
+        "offset": source.offset,
+        "architecture": source.architecture,
+        "preset": source.preset,
+        "labelled": source.labelled,
+        "num_classes": source.num_classes,
+        "class_names": source.class_names,
+        "clusters": s.clusters or source.num_classes or DEFAULT_CLUSTERS,
         "bottleneck": bottleneck.get_config(),
         "codebook_init": s.codebook_init,
         "dead_code_restarts": s.dead_code_restarts,
         **hyper,
         "steps": hyper["epochs"] * hyper["steps_per_epoch"],
         "seed": s.seed,
-        "pixel_variance": splits.pixel_variance,
-        "num_train": len(splits.x_train),
-        "num_test": len(splits.x_test),
+        "pixel_variance": data.pixel_variance,
+        "pixel_variance_from": (
+            "all training images" if data.in_memory or source.num_train <= _variance_sample()
+            else f"a seeded sample of {_variance_sample():,} training images"
+        ),
+        "num_train": source.num_train,
+        "num_test": source.num_test,
+        "split": {
+            "given": source.split_given,
+            "test_fraction": None if kind == "builtin" else s.test_fraction,
+            "seed": s.seed,
+        },
+        "preprocessing": source.preprocessing,
+        "skipped_images": len(source.skipped),
+        "skipped_examples": [str(p) for p in source.skipped[:10]],
+        "data_options": {
+            "image_size": None if s.image_size is None else list(
+                _parse_size(s.image_size)),
+            "channels": s.channels,
+            "architecture": s.architecture,
+            "test_fraction": s.test_fraction,
+            "skip_bad_images": s.skip_bad_images,
+        },
         "evaluation": {
             "kmeans_init": s.kmeans_init,
+            "kmeans_sample": s.kmeans_sample,
             "probe_epochs": s.probe_epochs,
-            "raw_baseline": s.raw_baseline,
+            "raw_baseline": s.raw_baseline and source.labelled,
         },
         "data_dir": s.data_dir,
-        "data_source": splits.source,
+        "data_source": source.source,
         "precision": s.precision,
         **(plan.config() if plan is not None else {}),
         "versions": _versions(backend),
     }
     return json.loads(json.dumps(artifacts.to_builtin(config)))
+
+
+def _variance_sample():
+    from softvq_keras.sources import VARIANCE_SAMPLE
+
+    return VARIANCE_SAMPLE
+
+
+def _parse_size(size):
+    from softvq_keras.images import parse_size
+
+    return parse_size(size) if isinstance(size, str) else tuple(size)
 
 
 def check_resumable(run_dir, config):
@@ -119,28 +152,47 @@ def check_resumable(run_dir, config):
              f"run ({'; '.join(f'{k}: {stored.get(k)!r} vs {config.get(k)!r}' for k in changed[:2])})")
 
 
-def fit_downstream(run_dir, encoder, splits, config, timer):
-    """K-means on the training latents (kmeans.npz) and the softmax head (classifier.keras)."""
+def kmeans_subset(count, n, seed):
+    """Sorted indices of at most `n` of `count` training latents (all when they fit)."""
+    if n is None or n >= count:
+        return np.arange(count)
+    return np.sort(np.random.default_rng(seed).permutation(count)[:n])
+
+
+def fit_downstream(run_dir, encoder, data, config, timer):
+    """K-means on (at most `kmeans_sample` of) the training latents (kmeans.npz) and,
+    with labels, the softmax head on all of them (classifier.keras)."""
     from softvq_keras import evaluation
 
     seed = config["seed"]
-    with timer.phase("encode"):
-        z_train = encoder.predict(splits.x_train, batch_size=1024, verbose=0)
-    with timer.phase("kmeans"), single_threaded():
+    protocol = config["evaluation"]
+    n_train = data.count("train")
+    with timer.phase("encode", f"Encoding {n_train:,} training images"):
+        z_train = data.predict(encoder, "train")
+    y_train = data.labels("train")
+    idx = kmeans_subset(len(z_train), protocol.get("kmeans_sample"), seed)
+    with timer.phase("kmeans", f"K-means x{protocol['kmeans_init']} ({config['clusters']} "
+                     f"clusters) on {len(idx):,} training latents"), single_threaded():
         kmeans = evaluation.fit_kmeans(
-            z_train, NUM_CLASSES, n_init=config["evaluation"]["kmeans_init"], seed=seed
+            z_train[idx], config["clusters"], n_init=protocol["kmeans_init"], seed=seed
         )
-        artifacts.write_npz(
-            run_dir / artifacts.KMEANS,
-            centroids=kmeans.cluster_centers_.astype("float32"),
-            cluster_to_label=evaluation.cluster_label_map(
-                splits.y_train, kmeans.labels_, NUM_CLASSES
-            ).astype("int64"),
-        )
-    with timer.phase("probe"):
+        stored = {
+            "centroids": kmeans.cluster_centers_.astype("float32"),
+            "inertia": np.float64(kmeans.inertia_),
+            "fitted_on": np.int64(len(idx)),
+        }
+        if config["labelled"]:
+            stored["cluster_to_label"] = evaluation.cluster_label_map(
+                y_train[idx], kmeans.labels_, config["clusters"]
+            ).astype("int64")
+        artifacts.write_npz(run_dir / artifacts.KMEANS, **stored)
+    if not config["labelled"]:
+        return
+    with timer.phase("probe", f"Softmax probe: {protocol['probe_epochs']} epochs on "
+                     f"{len(z_train):,} training latents"):
         classifier, _ = evaluation.linear_probe(
-            z_train, splits.y_train, epochs=config["evaluation"]["probe_epochs"],
-            seed=seed, num_classes=NUM_CLASSES,
+            z_train, y_train, epochs=protocol["probe_epochs"],
+            seed=seed, num_classes=config["num_classes"],
         )
         artifacts.save_keras_model(classifier, run_dir / artifacts.CLASSIFIER)
 
@@ -157,7 +209,31 @@ def train_and_export(settings, callbacks=()):
     check_settings(settings, presets)
     if distribution.is_chief_process():  # the other processes write nothing
         check_run_dir(settings)
-    backend = choose_backend(settings, presets)
+    s, run_dir = settings, settings.run_dir
+    say = print if fit_verbosity(s.verbose) else None
+    timer = PhaseTimer(say=say)
+    # Importing TensorFlow (tensorflow-datasets, tf.data) fixes Keras' backend, so
+    # it is chosen before: for a built-in dataset by its architecture; for a
+    # folder or .npz file (read without TensorFlow) once the data is opened; for
+    # tfds:NAME by --architecture, else the CNN's (the set is unknown until read).
+    kind = data_kind(s.dataset)
+    backend = None
+    if kind in ("builtin", "tfds"):
+        backend = choose_backend(
+            settings, presets, None if kind == "builtin" else s.architecture or "cnn"
+        )
+    # The data first: a bad folder or file stops here, before Keras or a model.
+    with timer.phase("load"):
+        data = open_data(
+            s.dataset, s.data_dir, progress=say and (lambda text: say(text, flush=True)),
+            **source_options(s),
+        )
+    info = data.info
+    if info.skipped and say:
+        say(f"Skipped {len(info.skipped)} unreadable image file(s) (--skip-bad-images), "
+            f"e.g. {info.skipped[0]}")
+    backend = backend or choose_backend(settings, presets, info.architecture)
+    import_tensorflow()  # once, its C++ start-up lines silenced
     import keras
 
     # A fresh state for every run in one process; it would also clear the
@@ -166,34 +242,27 @@ def train_and_export(settings, callbacks=()):
     plan = distribution.setup(backend, settings.devices)
     try:
         with distribution.precision(settings.precision):
-            return _train_and_export(settings, callbacks, presets, backend, plan, started_at)
+            return _train_and_export(
+                settings, callbacks, presets, backend, plan, data, timer, started_at)
     finally:
         plan.close()
 
 
-def _train_and_export(settings, callbacks, presets, backend, plan, started_at):
-    """`train_and_export` once the backend, devices and precision are set."""
+def _train_and_export(settings, callbacks, presets, backend, plan, data, timer, started_at):
+    """`train_and_export` once the data is open and the backend, devices and
+    precision are set."""
     import keras
 
     from softvq_keras import build_autoencoder, make_bottleneck
-    from softvq_keras import data as datasets
 
-    s, run_dir = settings, settings.run_dir
-    info = presets.DATASETS[s.dataset]
-    preset = presets.preset(s.dataset)
-    timer = PhaseTimer()
-    with timer.phase("load"):
-        try:
-            splits = datasets.load(s.dataset, s.data_dir)
-        except (datasets.DataUnavailableError, FileNotFoundError, ValueError) as e:
-            raise UsageError(str(e)) from None
-
+    s, run_dir, info = settings, settings.run_dir, data.info
+    preset = presets.preset(info.preset)
     batch_size = s.batch_size or preset["batch_size"]
     plan.check_batch_size(batch_size)
-    steps_per_epoch = plan.steps_per_epoch(len(splits.x_train), batch_size)
+    steps_per_epoch = plan.steps_per_epoch(info.num_train, batch_size)
     hyper = {
         "epochs": s.epochs or epochs_for_steps(
-            s.steps or preset["steps"], len(splits.x_train), batch_size
+            s.steps or preset["steps"], info.num_train, batch_size
         ),
         "steps_per_epoch": steps_per_epoch,
         "batch_size": batch_size,
@@ -204,22 +273,22 @@ def _train_and_export(settings, callbacks, presets, backend, plan, started_at):
 
     keras.utils.set_random_seed(s.seed)
     new_bottleneck = functools.partial(
-        make_bottleneck, s.model, s.dataset, seed=s.seed, codebook_size=s.codebook_size,
+        make_bottleneck, s.model, info.preset, seed=s.seed, codebook_size=s.codebook_size,
         beta=s.beta, variance=s.variance, codebook_update=s.codebook_update,
-        infodropout_weighting=s.infodropout_weighting,
+        infodropout_weighting=s.infodropout_weighting, input_shape=info.input_shape,
     )
 
     def build(bottleneck):
         return build_autoencoder(
             bottleneck, info.input_shape, hyper["latent_dim"], info.architecture,
-            pixel_variance=splits.pixel_variance,
+            pixel_variance=data.pixel_variance,
         )
 
     try:
         bottleneck = new_bottleneck()
     except ValueError as e:
         raise UsageError(str(e)) from None
-    config = run_config(s, backend, info, hyper, splits, bottleneck, plan)
+    config = run_config(s, backend, info, hyper, data, bottleneck, plan)
     resuming = s.resume and plan.is_chief and (run_dir / artifacts.CONFIG).is_file()
     if resuming:
         check_resumable(run_dir, config)
@@ -238,14 +307,11 @@ def _train_and_export(settings, callbacks, presets, backend, plan, started_at):
         print(f"Resuming {run_dir} after epoch {restored_epoch(run_dir)} of {hyper['epochs']}.")
     with timer.phase("train"):
         autoencoder.fit(
-            plan.shard(
-                training_pipeline(splits.x_train, batch_size, s.seed),
-                len(splits.x_train), batch_size,
-            ),
+            plan.shard(data.train_pipeline(batch_size, s.seed), info.num_train, batch_size),
             epochs=hyper["epochs"],
             callbacks=[
                 *run_callbacks(run_dir, resuming, plan),
-                *codebook_callbacks(s, splits.x_train, sync=plan.agree),
+                *codebook_callbacks(s, data, sync=plan.agree),
                 *callbacks,
             ],
             verbose=fit_verbosity(s.verbose),
@@ -270,9 +336,9 @@ def _train_and_export(settings, callbacks, presets, backend, plan, started_at):
         artifacts.save_keras_model(autoencoder, run_dir / artifacts.AUTOENCODER)
         if backend == "tensorflow":
             artifacts.export_saved_model(encoder, run_dir / artifacts.SAVED_MODEL)
-    fit_downstream(run_dir, encoder, splits, config, timer)
+    fit_downstream(run_dir, encoder, data, config, timer)
     evaluate_run(
-        run_dir, splits, timer=timer, train_seconds=timer.seconds["train"],
+        run_dir, data, timer=timer, train_seconds=timer.seconds["train"],
         started_at=started_at,
     )
     artifacts.remove_checkpoint(run_dir)

@@ -41,10 +41,18 @@ CLASS_NAMES = {
     ],
 }
 NUM_CLASSES = 10
+#: `--kmeans-sample` default: training latents the service's K-means centroids are
+#: fitted on (all of MNIST's 60,000, the paper's protocol).
+KMEANS_SAMPLE = 60_000
+#: `--clusters` default of a run trained without labels (with labels: the classes).
+DEFAULT_CLUSTERS = 10
+#: `--test-fraction` default: the seeded test split of data that has none.
+TEST_FRACTION = 0.2
 #: Settings a resumed run must share with the run it continues.
 RESUME_KEYS = (
     "dataset", "model", "backend", "batch_size", "learning_rate", "latent_dim", "seed",
     "bottleneck", "codebook_init", "dead_code_restarts", "adam_epsilon", "precision",
+    "input_shape", "class_names",
 )
 #: Values of settings that run folders written before the setting existed lack.
 RESUME_DEFAULTS = {
@@ -103,10 +111,31 @@ class FitSettings:
     verbose: int | None = None  # None: fit_verbosity() decides
     precision: str = "float32"
     devices: int | None = None  # per process; None: every visible device
+    # The data (issue 9): a user's folder, .npz file or tfds:NAME.
+    image_size: str | tuple | None = None  # "HxW"; None: the first image's size
+    channels: int | None = None  # 1 or 3; None: 1 when every image is grayscale
+    architecture: str | None = None  # "mlp" or "cnn"; None: by image size and channels
+    test_fraction: float = TEST_FRACTION
+    skip_bad_images: bool = False
+    kmeans_sample: int = KMEANS_SAMPLE
+    clusters: int | None = None  # None: the number of classes, else DEFAULT_CLUSTERS
 
     @property
     def run_dir(self):
-        return Path(self.out or Path("runs") / f"{self.dataset}-{self.model}")
+        return Path(self.out or Path("runs") / f"{run_name(self.dataset)}-{self.model}")
+
+
+def run_name(dataset):
+    """A file-name-safe name for DATASET: the built-in name, a folder's or .npz
+    file's name (`photos/`, `data/shapes.npz` -> `photos`, `shapes`), or
+    `tfds-NAME`."""
+    text = str(dataset)
+    if text.startswith("tfds:"):
+        text = "tfds-" + text[len("tfds:"):]
+    elif text not in _presets.DATASETS:
+        path = Path(text)
+        text = (path.stem if path.suffix.lower() == ".npz" else path.resolve().name) or "data"
+    return "".join(c if c.isalnum() or c in "._-" else "-" for c in text)
 
 
 def fit_verbosity(verbose, stream=None):
@@ -151,13 +180,17 @@ def require(condition, message):
 
 def check_settings(s, presets):
     """Refuse bad settings (`UsageError`) before any data or model is loaded."""
-    require(s.dataset in presets.DATASETS,
-             f"unknown dataset {s.dataset!r}; choose one of {', '.join(presets.DATASETS)}")
+    from softvq_keras.sources import DataError, source_kind
+
+    try:
+        source_kind(s.dataset)
+    except DataError as e:
+        raise UsageError(str(e)) from None
     require(s.model in MODELS, f"unknown model {s.model!r}; choose one of {', '.join(MODELS)}")
     positive = {
         "--epochs": s.epochs, "--steps": s.steps, "--batch-size": s.batch_size,
         "--latent-dim": s.latent_dim, "--kmeans-init": s.kmeans_init,
-        "--probe-epochs": s.probe_epochs,
+        "--probe-epochs": s.probe_epochs, "--kmeans-sample": s.kmeans_sample,
     }
     for flag, value in positive.items():
         require(value is None or (isinstance(value, int) and value > 0),
@@ -178,6 +211,15 @@ def check_settings(s, presets):
         require(s.model == "softvq", f"--variance applies to softvq only, not {s.model}")
         require(s.variance in VARIANCES,
                  f"--variance must be one of {', '.join(VARIANCES)}; got {s.variance!r}")
+    require(s.clusters is None or (isinstance(s.clusters, int) and s.clusters >= 2),
+             f"--clusters must be an integer of at least 2; got {s.clusters}")
+    require(isinstance(s.test_fraction, (int, float)) and 0.0 < s.test_fraction < 1.0,
+             f"--test-fraction must be between 0 and 1 (exclusive); got {s.test_fraction}")
+    require(s.channels in (None, 1, 3), f"--channels must be 1 or 3; got {s.channels}")
+    require(s.architecture in (None, "mlp", "cnn"),
+             f"--architecture must be mlp or cnn; got {s.architecture!r}")
+    if s.kmeans_sample is not None:
+        require(s.kmeans_sample >= 2, f"--kmeans-sample must be at least 2; got {s.kmeans_sample}")
     require(s.codebook_init in CODEBOOK_INITS,
              f"--codebook-init must be one of {', '.join(CODEBOOK_INITS)}; got {s.codebook_init!r}")
     if s.codebook_init != "random" or s.dead_code_restarts:
@@ -256,8 +298,12 @@ def default_backend(architecture):
     return DEFAULT_BACKEND[architecture]
 
 
-def choose_backend(s, presets):
-    """Set `KERAS_BACKEND` (before Keras is imported) and return its name."""
+def choose_backend(s, presets, architecture=None):
+    """Set `KERAS_BACKEND` (before Keras is imported) and return its name.
+
+    `architecture` is the data's (`SourceInfo.architecture`); default: the
+    built-in dataset's.
+    """
     requested = s.backend or os.environ.get("KERAS_BACKEND")
     if "keras" in sys.modules:
         import keras
@@ -267,7 +313,8 @@ def choose_backend(s, presets):
                  f"Keras is already imported with the {current} backend in this process; "
                  f"cannot switch to {s.backend}")
         return current
-    backend = requested or default_backend(presets.DATASETS[s.dataset].architecture)
+    architecture = architecture or presets.DATASETS[s.dataset].architecture
+    backend = requested or default_backend(architecture)
     require(backend in BACKENDS, f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     os.environ["KERAS_BACKEND"] = backend
     return backend

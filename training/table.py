@@ -24,8 +24,15 @@ is gone (another machine) is reused from its ledger entry: a table spanning
 several machines or sessions trains each run once. The raw-pixel row is
 computed once per seed and recorded there too (`raw-seed<k>.json`).
 
-    python -m training.table mnist --seeds 3 --data-dir ../shared/data
+DATASET takes every form `python -m training.fit` takes (a built-in name, a
+folder of images with class sub-folders, an `.npz` file with labels,
+`tfds:NAME`); files are named after it (`training.settings.run_name`), and a
+user's dataset has no paper column. The raw-pixel row of a streamed dataset is
+computed on a bounded sample (`training.data.RAW_SAMPLE` images per split).
+
+    python -m training.table mnist --seeds 3 --data-dir DATA_FOLDER
     python -m training.table mnist --seeds 3 --extra softvq+kmeans-init --extra-seeds 1
+    python -m training.table my_photos/ --seeds 1 --image-size 32x32
 """
 
 import argparse
@@ -39,68 +46,30 @@ import numpy as np
 
 from training import artifacts
 from training.fit import MODELS as ROWS  # the paper's row order
+from training.paper import NOTES, PAPER
+from training.settings import run_name
 
 METRICS = ("clustering_accuracy", "nmi", "classification_accuracy")
 
-#: The paper's numbers (fractions; NMI is not published for SVHN / CIFAR-10).
-PAPER = {
-    "mnist": {
-        "raw": (0.5517, 0.5008, 0.9244),
-        "ae": (0.5261, 0.5301, 0.9191),
-        "vae": (0.5644, 0.5600, 0.8910),
-        "betavae": (0.7381, 0.5760, 0.9110),
-        "infodropout": (0.5852, 0.4979, 0.9111),
-        "vq": (0.5148, 0.3541, 0.8162),
-        "softvq": (0.7764, 0.7188, 0.9354),
-    },
-    "svhn": {
-        "ae": (0.1196, None, 0.2595),
-        "vae": (0.1358, None, 0.2642),
-        "betavae": (0.1454, None, 0.4962),
-        "infodropout": (0.1275, None, 0.2446),
-        "vq": (0.1296, None, 0.3157),
-        "softvq": (0.1768, None, 0.5048),
-    },
-    "cifar10": {
-        "ae": (0.2173, None, 0.4092),
-        "vae": (0.2412, None, 0.3883),
-        "betavae": (0.2280, None, 0.3691),
-        "infodropout": (0.2196, None, 0.3989),
-        "vq": (0.2030, None, 0.3351),
-        "softvq": (0.2383, None, 0.4454),
-    },
-}
-
-NOTES = {
-    "cifar10": (
-        "CIFAR-10 here is the ../shared/data copy, decoded from JPEG (quality 75, 4:2:0): "
-        "comparable to, not identical with, the original pixels."
-    ),
-}
-
-
-def _notebook_beta(dataset, pixel_variance):
+def _notebook_beta(info, pixel_variance):
     """beta-VAE with the notebook's KL weight against an MSE *not* divided by the
     pixel variance: our reconstruction term is MSE / var, so the same balance
-    needs beta / var (MNIST: 20 / 0.095 = 211)."""
+    needs beta / var (MNIST: 20 / 0.095 = 211). `info`: the data's `SourceInfo`."""
     from training.fit import load_presets
 
-    return {"beta": load_presets().preset(dataset)["betavae_beta"] / pixel_variance}
+    return {"beta": load_presets().preset(info.preset)["betavae_beta"] / pixel_variance}
 
 
-def _notebook_epsilon(dataset, pixel_variance):
+def _notebook_epsilon(info, pixel_variance):
     """Adam's epsilon that makes our loss (the notebook's / pixels per image) take
     the notebook's steps: Adam(eps) on L / n equals Adam(n * eps) on L."""
     import math
 
-    from training.fit import load_presets
-
-    pixels = math.prod(load_presets().DATASETS[dataset].input_shape)
-    return {"adam_epsilon": 1e-8 / pixels}
+    return {"adam_epsilon": 1e-8 / math.prod(info.input_shape)}
 
 
 #: Extra rows: name -> (paper model, `training.fit.run` options or a function
-#: (dataset, training pixel variance) -> options, what the row changes).
+#: (the data's SourceInfo, training pixel variance) -> options, what the row changes).
 VARIANTS = {
     "softvq+kmeans-init": (
         "softvq", {"codebook_init": "kmeans"},
@@ -159,12 +128,19 @@ VARIANTS = {
 
 
 def run_folder(out, dataset, model, seed):
-    return Path(out) / "runs" / f"{dataset}-{model}-seed{seed}"
+    return Path(out) / "runs" / f"{run_name(dataset)}-{model}-seed{seed}"
+
+
+def data_options(args):
+    """The `training.fit.run` data options of the table's command line."""
+    return dict(image_size=args.image_size, channels=args.channels,
+                architecture=args.architecture, test_fraction=args.test_fraction,
+                skip_bad_images=args.skip_bad_images)
 
 
 def ledger_path(out, dataset, row, seed):
     """The committed record of one finished run's metrics."""
-    return Path(out) / f"{dataset}-runs" / f"{row}-seed{seed}.json"
+    return Path(out) / f"{run_name(dataset)}-runs" / f"{row}-seed{seed}.json"
 
 
 def record(path, metrics, source):
@@ -177,7 +153,7 @@ def finished(folder):
     return (folder / artifacts.METRICS).is_file() and not (folder / artifacts.CHECKPOINT).exists()
 
 
-def train_row(dataset, row, seed, args, pixel_variance=None):
+def train_row(dataset, row, seed, args, pixel_variance=None, info=None):
     """Train (or reuse / resume) the run of `row` (a model or a VARIANTS name); return its metrics."""
     from training.fit import run
 
@@ -201,33 +177,39 @@ def train_row(dataset, row, seed, args, pixel_variance=None):
     options = dict(
         seed=seed, out=str(folder), data_dir=args.data_dir, resume=resume,
         overwrite=not resume, kmeans_init=args.kmeans_init,
-        probe_epochs=args.probe_epochs, raw_baseline=False, verbose=2,
+        probe_epochs=args.probe_epochs, raw_baseline=False, verbose=2, **data_options(args),
     )
     if args.epochs:
         options["epochs"] = args.epochs
     model = row
     if row in VARIANTS:
         model, extra, _ = VARIANTS[row]
-        options.update(extra(dataset, pixel_variance) if callable(extra) else extra)
+        options.update(extra(info, pixel_variance) if callable(extra) else extra)
     run(dataset, model, **options)
     metrics = artifacts.read_json(folder / artifacts.METRICS)
     record(ledger, metrics, folder.name)
     return metrics
 
 
-def raw_row(dataset, seed, splits, args):
-    """The raw-pixel scores for `seed`, computed once and cached."""
+def raw_row(dataset, seed, data, args):
+    """The raw-pixel scores for `seed` (`data`: a `training.data.RunData`), computed
+    once and cached."""
     from training.evaluate import PhaseTimer, _flat, representation_scores
 
     path = ledger_path(args.out, dataset, "raw", seed)
     if path.is_file():
         return artifacts.read_json(path)
     timer = PhaseTimer()
+    x_tr, y_tr, whole_tr = data.raw_sample("train", seed)
+    x_te, y_te, whole_te = data.raw_sample("test", seed)
     scores = representation_scores(
-        _flat(splits.x_train), splits.y_train, _flat(splits.x_test), splits.y_test,
+        _flat(x_tr), y_tr, _flat(x_te), y_te,
         kmeans_init=args.kmeans_init, probe_epochs=args.probe_epochs, seed=seed, timer=timer,
+        n_clusters=data.info.num_classes, num_classes=data.info.num_classes,
     )
     scores["timings_s"] = {"total": timer.seconds["raw"]}
+    if not (whole_tr and whole_te):
+        scores["sample"] = {"train": len(x_tr), "test": len(x_te)}
     record(path, scores, "raw pixels")
     return scores
 
@@ -309,32 +291,37 @@ def markdown(dataset, rows, info, seeds, wall_time):
     return "\n".join(lines) + "\n"
 
 
-def pictures(dataset, models, seed, splits, args):
-    """The four PNGs, from seed `seed`'s runs."""
+#: Test images the pictures are drawn from, at most (all of MNIST's).
+PICTURE_SAMPLE = 10_000
+
+
+def pictures(dataset, models, seed, data, args):
+    """The four PNGs, from seed `seed`'s runs (`data`: a `training.data.RunData`)."""
     import keras
 
     from softvq_keras import Autoencoder  # noqa: F401  imports (registers) the custom layers
-    from softvq_keras import dataset_info
     from training import plots
 
-    info = dataset_info(dataset)
+    info = data.info
+    name = run_name(dataset)
     out = Path(args.out)
-    first = splits.x_test[:10]
+    x_test, y_test, _ = data.sample("test", PICTURE_SAMPLE, seed)
+    first = x_test[:10]
     recon, latents, written = {}, {}, []
     for model in models:
         folder = run_folder(args.out, dataset, model, seed)
         autoencoder = keras.saving.load_model(folder / artifacts.AUTOENCODER)
-        outputs = autoencoder.predict(splits.x_test, batch_size=2048, verbose=0)
+        outputs = autoencoder.predict(x_test, batch_size=2048, verbose=0)
         recon[model] = outputs["reconstruction"][:10]
         latents[model] = outputs["latent"]
         if model == "softvq":
             written.append(plots.codebook_usage(
-                outputs["code_probs"], out / f"{dataset}-codebook.png"))
+                outputs["code_probs"], out / f"{name}-codebook.png"))
     written.append(plots.reconstructions(
-        first, recon, info.image_shape, out / f"{dataset}-reconstructions.png",
+        first, recon, info.image_shape, out / f"{name}-reconstructions.png",
         offset=info.offset))
-    latents = {"raw": splits.x_test.reshape(len(splits.x_test), -1), **latents}
-    written.append(plots.latent_maps(latents, splits.y_test, out / f"{dataset}-latents.png"))
+    latents = {"raw": x_test.reshape(len(x_test), -1), **latents}
+    written.append(plots.latent_maps(latents, y_test, out / f"{name}-latents.png"))
     return written
 
 
@@ -346,7 +333,11 @@ def build_parser():
         prog="python -m training.table",
         description="Train every row of the paper's table for DATASET and write the results.",
     )
-    p.add_argument("dataset", choices=datasets)
+    p.add_argument(
+        "dataset", metavar="DATASET",
+        help=f"a built-in name ({', '.join(datasets)}), a folder of images with class "
+        "sub-folders, an .npz file with labels, or tfds:NAME (as for training.fit)",
+    )
     p.add_argument("--seeds", type=int, default=3, help="seeds per row (default 3)")
     p.add_argument("--models", nargs="+", choices=ROWS, default=list(ROWS),
                    help="rows to train (default: all)")
@@ -365,16 +356,29 @@ def build_parser():
                    "(a row with fewer seeds says how many it has)")
     p.add_argument("--kmeans-init", type=int, default=100)
     p.add_argument("--probe-epochs", type=int, default=20)
+    own = p.add_argument_group("your own images (as for training.fit)")
+    own.add_argument("--image-size", metavar="HxW")
+    own.add_argument("--channels", type=int, choices=(1, 3))
+    own.add_argument("--architecture", choices=("mlp", "cnn"))
+    own.add_argument("--test-fraction", type=float, default=0.2)
+    own.add_argument("--skip-bad-images", action="store_true")
     return p
 
 
-def _load_splits(args):
-    from softvq_keras import data as datasets
+def _open(args, seed=0):
+    """`(RunData, None)` of the table's dataset, or `(None, one-line error)`."""
+    from training.data import open_data, source_options
+    from training.fit import FitSettings, UsageError
 
+    settings = FitSettings(args.dataset, "ae", seed=seed, **data_options(args))
     try:
-        return datasets.load(args.dataset, args.data_dir), None
-    except (datasets.DataUnavailableError, FileNotFoundError, ValueError) as e:
+        data = open_data(args.dataset, args.data_dir, **source_options(settings))
+    except UsageError as e:
         return None, str(e)
+    if not data.labelled:
+        return None, (f"{args.dataset} has no labels: the table's rows are accuracies; "
+                      "train it with python -m training.fit (unsupervised metrics) instead")
+    return data, None
 
 
 def main(argv=None):
@@ -393,43 +397,51 @@ def main(argv=None):
 
     started = time.perf_counter()
     # Rows print in the paper's order, whatever order they are trained in.
+    from training.data import data_kind
     from training.fit import FitSettings, choose_backend, load_presets
 
-    # One backend for every row, chosen as training.fit would before Keras loads.
-    choose_backend(FitSettings(args.dataset, "ae"), load_presets())
+    try:
+        kind = data_kind(args.dataset)
+    except UsageError as e:
+        print(f"python -m training.table: error: {e}", file=sys.stderr)
+        return 2
+    settings = FitSettings(args.dataset, "ae", **data_options(args))
+    # One backend for every row, chosen as training.fit would before Keras loads
+    # (TensorFlow, which tfds: and tf.data import, fixes it).
+    if kind in ("builtin", "tfds"):
+        choose_backend(settings, load_presets(),
+                       None if kind == "builtin" else args.architecture or "cnn")
+    data, error = _open(args)
+    if error:
+        print(f"python -m training.table: error: {error}", file=sys.stderr)
+        return 2
+    if kind not in ("builtin", "tfds"):
+        choose_backend(settings, load_presets(), data.info.architecture)
+    paper_key = args.dataset if kind == "builtin" else None
     per_row = {"raw": [], **{m: [] for m in ROWS if m in args.models}}
     per_row.update({name: [] for name in args.extra})
-    splits = None
-    if args.extra:
-        splits, error = _load_splits(args)
-        if error:
-            print(f"python -m training.table: error: {error}", file=sys.stderr)
-            return 2
     plan = [(seed, model) for seed in range(args.seeds) for model in args.models]
     plan += [(seed, name) for seed in range(args.extra_seeds) for name in args.extra]
     try:
         for seed, row in plan:
             metrics = train_row(
                 args.dataset, row, seed, args,
-                pixel_variance=splits.pixel_variance if splits else None,
+                pixel_variance=data.pixel_variance if row in VARIANTS else None,
+                info=data.info,
             )
             if metrics is not None:
                 per_row[row].append(metrics)
     except UsageError as e:
         print(f"python -m training.table: error: {e}", file=sys.stderr)
         return 2
-    if splits is None:
-        splits, error = _load_splits(args)
-        if error:
-            print(f"python -m training.table: error: {error}", file=sys.stderr)
-            return 2
-    per_row["raw"] = [raw_row(args.dataset, s, splits, args) for s in range(args.seeds)]
-    rows = summarize(args.dataset, {name: runs for name, runs in per_row.items() if runs})
+    per_row["raw"] = [raw_row(args.dataset, s, data, args) for s in range(args.seeds)]
+    rows = summarize(paper_key, {name: runs for name, runs in per_row.items() if runs})
     info = machine()
     wall = time.perf_counter() - started
     pictured = [m for m in args.models if finished(run_folder(args.out, args.dataset, m, 0))]
-    pngs = pictures(args.dataset, pictured, 0, splits, args)
-    rows_png = Path(args.out) / f"{args.dataset}-metrics.png"
+    pngs = pictures(args.dataset, pictured, 0, data, args)
+    name = run_name(args.dataset)
+    rows_png = Path(args.out) / f"{name}-metrics.png"
     from training import plots
 
     pngs.append(plots.metric_bars(rows, rows_png))
@@ -439,11 +451,11 @@ def main(argv=None):
         "command": "python -m training.table " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     out = Path(args.out)
-    artifacts.write_json(out / f"{args.dataset}.json", result)
+    artifacts.write_json(out / f"{name}.json", result)
     text = markdown(args.dataset, rows, info, args.seeds, wall)
-    tmp = out / f".{args.dataset}.md.tmp"
+    tmp = out / f".{name}.md.tmp"
     tmp.write_text(text)
-    os.replace(tmp, out / f"{args.dataset}.md")
+    os.replace(tmp, out / f"{name}.md")
     print(text)
     return 0
 

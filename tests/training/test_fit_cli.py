@@ -28,7 +28,7 @@ def run_cli(capsys, *argv):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["foo", "softvq"], "unknown dataset 'foo'; choose one of mnist"),
+        (["foo", "softvq"], "unknown dataset 'foo': expected a built-in name (mnist"),
         (["digits", "softvqq"], "unknown model 'softvqq'; choose one of ae, vae"),
         (["digits", "ae", "--epochs", "-3"], "--epochs must be a positive integer; got -3"),
         (["digits", "ae", "--epochs", "0"], "--epochs must be a positive integer; got 0"),

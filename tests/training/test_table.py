@@ -120,6 +120,25 @@ def test_bad_arguments_exit_2(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_table_of_an_own_image_folder(own_image_runs, tmp_path, capsys):
+    """A folder takes the same DATASET form as training.fit; no paper column."""
+    folder = own_image_runs["gray"][0]
+    out = tmp_path / "table"
+    argv = [str(folder), "--seeds", "1", "--models", "ae", "--epochs", "1", "--kmeans-init", "2",
+            "--probe-epochs", "1", "--skip-bad-images", "--out", str(out)]
+    assert table.main(argv) == 0
+    result = json.loads((out / "gray.json").read_text())
+    assert [r["name"] for r in result["rows"]] == ["raw", "ae"]
+    assert all(r["clustering_accuracy"]["paper"] is None for r in result["rows"])
+    config = json.loads((out / "runs" / "gray-ae-seed0" / "config.json").read_text())
+    assert config["class_names"] == ["bars", "blobs", "checks"] and config["skipped_images"] == 1
+    assert (out / "gray-latents.png").is_file()
+    assert sorted(p.name for p in (out / "gray-runs").iterdir()) == ["ae-seed0.json", "raw-seed0.json"]
+    unlabelled = own_image_runs["loose"][0]
+    assert table.main([str(unlabelled), "--out", str(tmp_path / "t2")]) == 2
+    assert "has no labels" in capsys.readouterr().err
+
+
 def test_ledger_reuses_runs_whose_folders_are_gone(small_table, tmp_path, capsys):
     """A table resumed on another machine (ledger committed, run folders absent)."""
     import shutil
