@@ -19,8 +19,10 @@ Each run lives in `<out>/runs/<dataset>-<row>-seed<k>/`. A finished run
 (it has `metrics.json`) is reused, an interrupted one (it has `checkpoint/`) is
 resumed, so an interrupted table picks up where it stopped. Every finished
 run's metrics are also recorded in the ledger, `<out>/<dataset>-runs/<row>-seed<k>.json`
-(small JSON files meant to be committed with the table), and a run whose folder
-is gone (another machine) is reused from its ledger entry: a table spanning
+(small JSON files meant to be committed with the table; a table with a changed
+`--epochs`, `--kmeans-init` or `--probe-epochs` keeps a folder of its own, named
+after them), and a run whose folder is gone (another machine) is reused from its
+ledger entry: a table spanning
 several machines or sessions trains each run once. The raw-pixel row is
 computed once per seed and recorded there too (`raw-seed<k>.json`).
 
@@ -138,9 +140,19 @@ def data_options(args):
                 skip_bad_images=args.skip_bad_images)
 
 
-def ledger_path(out, dataset, row, seed):
-    """The committed record of one finished run's metrics."""
-    return Path(out) / f"{run_name(dataset)}-runs" / f"{row}-seed{seed}.json"
+def ledger_path(out, dataset, row, seed, args):
+    """The committed record of one finished run's metrics.
+
+    Runs of the paper's protocol go to `<out>/<name>-runs/`; a quick table
+    (`--epochs`, `--kmeans-init` or `--probe-epochs` changed) keeps its own
+    folder named after those settings, so that it neither reuses nor replaces
+    the paper's entries.
+    """
+    changed = [f"{flag}{value}" for flag, value, paper in (
+        ("epochs", args.epochs, None), ("kmeans", args.kmeans_init, 100),
+        ("probe", args.probe_epochs, 20)) if value != paper]
+    folder = "-".join([f"{run_name(dataset)}-runs", *changed])
+    return Path(out) / folder / f"{row}-seed{seed}.json"
 
 
 def record(path, metrics, source):
@@ -158,7 +170,7 @@ def train_row(dataset, row, seed, args, pixel_variance=None, info=None):
     from training.fit import run
 
     folder = run_folder(args.out, dataset, row, seed)
-    ledger = ledger_path(args.out, dataset, row, seed)
+    ledger = ledger_path(args.out, dataset, row, seed, args)
     if finished(folder):
         print(f"[table] reusing {folder}", flush=True)
         metrics = artifacts.read_json(folder / artifacts.METRICS)
@@ -196,7 +208,7 @@ def raw_row(dataset, seed, data, args):
     once and cached."""
     from training.evaluate import PhaseTimer, _flat, representation_scores
 
-    path = ledger_path(args.out, dataset, "raw", seed)
+    path = ledger_path(args.out, dataset, "raw", seed, args)
     if path.is_file():
         return artifacts.read_json(path)
     timer = PhaseTimer()

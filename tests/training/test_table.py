@@ -133,7 +133,7 @@ def test_table_of_an_own_image_folder(own_image_runs, tmp_path, capsys):
     config = json.loads((out / "runs" / "gray-ae-seed0" / "config.json").read_text())
     assert config["class_names"] == ["bars", "blobs", "checks"] and config["skipped_images"] == 1
     assert (out / "gray-latents.png").is_file()
-    assert sorted(p.name for p in (out / "gray-runs").iterdir()) == ["ae-seed0.json", "raw-seed0.json"]
+    assert sorted(p.name for p in (out / "gray-runs-epochs1-kmeans2-probe1").iterdir()) == ["ae-seed0.json", "raw-seed0.json"]
     unlabelled = own_image_runs["loose"][0]
     assert table.main([str(unlabelled), "--out", str(tmp_path / "t2")]) == 2
     assert "has no labels" in capsys.readouterr().err
@@ -145,13 +145,16 @@ def test_ledger_reuses_runs_whose_folders_are_gone(small_table, tmp_path, capsys
 
     out = tmp_path / "elsewhere"
     out.mkdir()
-    shutil.copytree(small_table / "digits-runs", out / "digits-runs")
-    entries = sorted(p.name for p in (out / "digits-runs").iterdir())
+    # A quick table (changed epochs, K-means and probe) never touches the paper's ledger.
+    assert not (small_table / "digits-runs").exists()
+    ledger = "digits-runs-epochs1-kmeans2-probe1"
+    shutil.copytree(small_table / ledger, out / ledger)
+    entries = sorted(p.name for p in (out / ledger).iterdir())
     assert entries == ["ae-seed0.json", "raw-seed0.json", "softvq-seed0.json"]
-    ae = json.loads((out / "digits-runs" / "ae-seed0.json").read_text())
+    ae = json.loads((out / ledger / "ae-seed0.json").read_text())
     assert ae["recorded_from"] == "digits-ae-seed0"
     ae["clustering_accuracy"] = 0.4321  # a value only the ledger holds
-    (out / "digits-runs" / "ae-seed0.json").write_text(json.dumps(ae))
+    (out / ledger / "ae-seed0.json").write_text(json.dumps(ae))
     assert table.main(_args(out)) == 0
     printed = capsys.readouterr().out
     assert "[table] training" not in printed
@@ -163,3 +166,8 @@ def test_ledger_reuses_runs_whose_folders_are_gone(small_table, tmp_path, capsys
     before = {r["name"]: r for r in json.loads((small_table / "digits.json").read_text())["rows"]}
     assert rows["softvq"]["nmi"]["values"] == before["softvq"]["nmi"]["values"]
     assert "digits-metrics.png" in result["pictures"]
+    # The same table with the paper's probe length does not take those entries.
+    args = _args(out)
+    args[args.index("--probe-epochs") + 1] = "20"
+    assert table.main([*args, "--report-only"]) == 0
+    assert capsys.readouterr().out.count("leaving out") == 2
