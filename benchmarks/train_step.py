@@ -22,6 +22,7 @@ with a NumPy float32 1024x1024 matmul timed in the same child process.
     python benchmarks/train_step.py [--architecture mlp|cnn]
         [--backends tensorflow,jax,torch]
         [--models ae,vae,betavae,infodropout,vq,softvq] [--steps 50]
+        [--deconv auto|subpixel|transpose[,...]]
         [--repeats 5] [--warmup 10] [--threads N]
 
 Timings on a shared machine are noisy: compare ratios from the same run.
@@ -72,7 +73,7 @@ def forward_flops(model):
         kind = type(layer).__name__
         if kind == "Conv2D":
             flops += 2 * math.prod(layer.output.shape[1:3]) * math.prod(layer.kernel.shape)
-        elif kind == "Conv2DTranspose":
+        elif kind in ("Conv2DTranspose", "SubPixelConv2DTranspose"):
             flops += 2 * math.prod(layer.input.shape[1:3]) * math.prod(layer.kernel.shape)
         else:  # Dense, and the Dense heads inside a bottleneck layer
             for weight in layer.weights:
@@ -135,13 +136,14 @@ def worker(args):
 
     models = {}
     for name in args.models:
-        model, _ = build_autoencoder(
-            make_bottleneck(name, dataset, seed=0), info.input_shape, 64, args.architecture,
-            pixel_variance=float(x.var()),
-        )
-        model.compile(optimizer=keras.optimizers.Adam(3e-4))
-        model.fit(x_warm, batch_size=BATCH_SIZE, epochs=1, verbose=0, shuffle=False)
-        models[name] = model
+        for deconv in args.deconv:
+            model, _ = build_autoencoder(
+                make_bottleneck(name, dataset, seed=0), info.input_shape, 64,
+                args.architecture, pixel_variance=float(x.var()), deconv=deconv,
+            )
+            model.compile(optimizer=keras.optimizers.Adam(3e-4))
+            model.fit(x_warm, batch_size=BATCH_SIZE, epochs=1, verbose=0, shuffle=False)
+            models[name if len(args.deconv) == 1 else f"{name}:{deconv}"] = model
 
     times = {name: [] for name in models}
     for _ in range(args.repeats):
@@ -174,7 +176,7 @@ def run_backend(backend, args):
     command = [
         sys.executable, os.path.abspath(__file__), "--worker",
         "--models", ",".join(args.models), "--steps", str(args.steps),
-        "--architecture", args.architecture,
+        "--architecture", args.architecture, "--deconv", ",".join(args.deconv),
         "--repeats", str(args.repeats), "--warmup", str(args.warmup),
         "--threads", str(args.threads or 0),
     ]
@@ -195,13 +197,15 @@ def run_backend(backend, args):
 def print_table(result):
     backend, models = result["backend"], result["models"]
     peak = result["numpy_flops"]
-    base = models.get("ae", {}).get("step_ms")
+    first = next(iter(models))
+    ae = models.get("ae", models[first] if first.startswith("ae:") else {})
+    base = ae.get("step_ms")
     print(f"\n{backend} on {result['device']}, {result['architecture']}: batch {BATCH_SIZE}, "
           f"NumPy fp32 matmul {peak / 1e9:.1f} GFLOP/s "
           "(MFLOP/sample: forward + backward = 3x forward)")
-    base_flops = models.get("ae", {}).get("forward_flops")
-    base_min = models.get("ae", {}).get("step_ms_min")
-    print(f"{'model':<12} {'samples/s':>10} {'step ms':>8} {'(min-max)':>15} "
+    base_flops = ae.get("forward_flops")
+    base_min = ae.get("step_ms_min")
+    print(f"{'model':<19} {'samples/s':>10} {'step ms':>8} {'(min-max)':>15} "
           f"{'vs ae':>7} {'min vs ae':>9} {'MFLOP/sample':>13} {'vs ae':>7} "
           f"{'GFLOP/s':>8} {'% numpy':>8}")
     for name, r in models.items():
@@ -209,7 +213,7 @@ def print_table(result):
         min_ratio = f"{r['step_ms_min'] / base_min:.3f}x" if base_min else "-"
         flop_ratio = f"{r['forward_flops'] / base_flops:.3f}x" if base_flops else "-"
         spread = f"{r['step_ms_min']:.2f}-{r['step_ms_max']:.2f}"
-        print(f"{name:<12} {r['samples_per_s']:>10.0f} {r['step_ms']:>8.2f} {spread:>15} "
+        print(f"{name:<19} {r['samples_per_s']:>10.0f} {r['step_ms']:>8.2f} {spread:>15} "
               f"{ratio:>7} {min_ratio:>9} {3 * r['forward_flops'] / 1e6:>13.2f} {flop_ratio:>7} "
               f"{r['flops'] / 1e9:>8.1f} {100 * r['flops'] / peak:>7.1f}%")
 
@@ -240,12 +244,20 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=50, help="timed steps per fit (50)")
     parser.add_argument("--repeats", type=int, default=5, help="timed fits per model (5)")
     parser.add_argument("--warmup", type=int, default=10, help="warm-up steps (10)")
+    parser.add_argument("--deconv", default="auto",
+                        help="the CNN's transposed convolutions: auto, subpixel, transpose, "
+                             "or several comma-separated to time them side by side as "
+                             "MODEL:IMPL (default: auto)")
     parser.add_argument("--threads", type=int, default=0,
                         help="cap the frameworks' CPU threads (default: their own choice)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.backends = [b for b in args.backends.split(",") if b]
     args.models = [m for m in args.models.split(",") if m]
+    args.deconv = [d for d in args.deconv.split(",") if d]
+    for d in args.deconv:
+        if d not in ("auto", "subpixel", "transpose"):
+            parser.error(f"unknown --deconv {d!r}; expected some of auto, subpixel, transpose")
     for b in args.backends:
         if b not in BACKENDS:
             parser.error(f"unknown backend {b!r}; expected some of {', '.join(BACKENDS)}")

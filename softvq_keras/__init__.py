@@ -31,6 +31,7 @@ _EXPORTS = {
     "PRESETS": "presets",
     "dataset_info": "presets",
     "preset": "presets",
+    "SubPixelConv2DTranspose": "subpixel",
     "BOTTLENECKS": "registry",
     "bottleneck_settings": "registry",
     "make_bottleneck": "registry",

@@ -4,6 +4,7 @@ import keras
 from keras import layers, ops
 
 from softvq_keras.layers.base import Bottleneck
+from softvq_keras.subpixel import IMPLEMENTATIONS, SubPixelConv2DTranspose
 
 
 @keras.saving.register_keras_serializable(package="softvq")
@@ -113,7 +114,7 @@ def _mlp_encoder(x, input_shape):
     return h
 
 
-def _mlp_decoder(t, input_shape):
+def _mlp_decoder(t, input_shape, deconv="auto"):
     for i, units in enumerate((2000, 500, 500)):
         t = layers.Dense(units, activation="relu", name=f"decoder_dense_{i}")(t)
     size = 1
@@ -135,17 +136,18 @@ def _cnn_encoder(x, input_shape):
     return layers.Flatten(name="flatten")(h)
 
 
-def _cnn_decoder(t, input_shape):
+def _cnn_decoder(t, input_shape, deconv="auto"):
     height, width = input_shape[0] // 16, input_shape[1] // 16
     t = layers.Dense(height * width * 512, activation="relu", name="decoder_dense")(t)
     t = layers.Reshape((height, width, 512), name="decoder_reshape")(t)
     for i, filters in enumerate((512, 256, 128)):
-        t = layers.Conv2DTranspose(
+        t = SubPixelConv2DTranspose(
             filters, 3, strides=2, padding="same", activation="relu",
-            name=f"decoder_deconv_{i}",
+            implementation=deconv, name=f"decoder_deconv_{i}",
         )(t)
-    return layers.Conv2DTranspose(
-        input_shape[-1], 3, strides=2, padding="same", name="decoder_output"
+    return SubPixelConv2DTranspose(
+        input_shape[-1], 3, strides=2, padding="same", implementation=deconv,
+        name="decoder_output",
     )(t)
 
 
@@ -156,7 +158,8 @@ ARCHITECTURES = {
 
 
 def build_autoencoder(
-    bottleneck, input_shape, latent_dim, architecture="mlp", pixel_variance=1.0
+    bottleneck, input_shape, latent_dim, architecture="mlp", pixel_variance=1.0,
+    deconv="auto",
 ):
     """Build the paper's autoencoder around `bottleneck`.
 
@@ -165,7 +168,10 @@ def build_autoencoder(
     - `"cnn"` (SVHN, CIFAR-10, any `(H, W, C)` whose sides are multiples of
       16): Conv2D 3x3 stride 2 with 64-128-256-512 filters, Flatten, heads,
       Dense to (H/16) x (W/16) x 512, Conv2DTranspose 512-256-128 ReLU and a
-      linear C-channel output (inputs in [-0.5, 0.5]); 32x32 -> 2x2.
+      linear C-channel output (inputs in [-0.5, 0.5]); 32x32 -> 2x2. The
+      transposed convolutions are `SubPixelConv2DTranspose` layers: the same
+      weights and outputs as `keras.layers.Conv2DTranspose`, computed as
+      sub-pixel convolutions on JAX, where that trains about 7x faster.
 
     The encoder's `z` head is `Dense(latent_dim, activation=
     bottleneck.latent_activation, name="z")`; the bottleneck gets `[z, h]`.
@@ -177,6 +183,9 @@ def build_autoencoder(
         architecture: `"mlp"` or `"cnn"`.
         pixel_variance: the training-set pixel variance the reconstruction
             MSE is divided by.
+        deconv: how the CNN decoder computes its transposed convolutions:
+            `"auto"` (sub-pixel on JAX, the backend's own elsewhere),
+            `"subpixel"` or `"transpose"` (see `SubPixelConv2DTranspose`).
 
     Returns:
         `(autoencoder, encoder)`: the trainable `Autoencoder`, and a plain
@@ -190,6 +199,8 @@ def build_autoencoder(
             f"Unknown architecture {architecture!r}; expected one of "
             f"{sorted(ARCHITECTURES)}."
         )
+    if deconv not in IMPLEMENTATIONS:
+        raise ValueError(f"deconv must be one of {IMPLEMENTATIONS}; got {deconv!r}.")
     input_shape = tuple(input_shape)
     if architecture == "cnn":
         if len(input_shape) != 3:
@@ -206,7 +217,7 @@ def build_autoencoder(
     h = encode(x, input_shape)
     z = layers.Dense(latent_dim, activation=bottleneck.latent_activation, name="z")(h)
     quantized = bottleneck([z, h])
-    reconstruction = decode(quantized["output"], input_shape)
+    reconstruction = decode(quantized["output"], input_shape, deconv=deconv)
     outputs = {"reconstruction": reconstruction, "latent": z}
     outputs.update({k: v for k, v in quantized.items() if k != "output"})
     autoencoder = Autoencoder(
