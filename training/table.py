@@ -39,94 +39,15 @@ computed on a bounded sample (`training.data.RAW_SAMPLE` images per split).
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from training import artifacts
 from training.fit import MODELS as ROWS  # the paper's row order
-from training.paper import NOTES, PAPER
+from training.report import machine, markdown, summarize
 from training.settings import run_name
-
-METRICS = ("clustering_accuracy", "nmi", "classification_accuracy")
-
-def _notebook_beta(info, pixel_variance):
-    """beta-VAE with the notebook's KL weight against an MSE *not* divided by the
-    pixel variance: our reconstruction term is MSE / var, so the same balance
-    needs beta / var (MNIST: 20 / 0.095 = 211). `info`: the data's `SourceInfo`."""
-    from training.fit import load_presets
-
-    return {"beta": load_presets().preset(info.preset)["betavae_beta"] / pixel_variance}
-
-
-def _notebook_epsilon(info, pixel_variance):
-    """Adam's epsilon that makes our loss (the notebook's / pixels per image) take
-    the notebook's steps: Adam(eps) on L / n equals Adam(n * eps) on L."""
-    import math
-
-    return {"adam_epsilon": 1e-8 / math.prod(info.input_shape)}
-
-
-#: Extra rows: name -> (paper model, `training.fit.run` options or a function
-#: (the data's SourceInfo, training pixel variance) -> options, what the row changes).
-VARIANTS = {
-    "softvq+kmeans-init": (
-        "softvq", {"codebook_init": "kmeans"},
-        "soft VQ, codebook re-initialized after epoch 1 to the K-means centroids "
-        "of 10,000 training latents",
-    ),
-    "softvq+restarts": (
-        "softvq", {"dead_code_restarts": True},
-        "soft VQ, codewords no input picks are moved onto encoder outputs before "
-        "every epoch",
-    ),
-    "softvq+per-code-variance": (
-        "softvq", {"variance": "per_code"},
-        "soft VQ with one free variance per codeword in place of the per-input s head",
-    ),
-    "vq+kmeans-init": (
-        "vq", {"codebook_init": "kmeans"},
-        "hard VQ, codebook re-initialized after epoch 1 by K-means of the latents",
-    ),
-    "vq+restarts": (
-        "vq", {"dead_code_restarts": True},
-        "hard VQ with dead-code restarts before every epoch",
-    ),
-    "vq+kmeans-init+restarts": (
-        "vq", {"codebook_init": "kmeans", "dead_code_restarts": True},
-        "hard VQ, codebook re-initialized after epoch 1 by K-means of the latents, "
-        "and dead-code restarts before every epoch",
-    ),
-    "vq+ema": (
-        "vq", {"codebook_update": "ema"},
-        "hard VQ whose codebook follows exponential moving averages of the assigned "
-        "encoder outputs (decay 0.99; no codebook loss term)",
-    ),
-    "softvq+ema": (
-        "softvq", {"codebook_update": "ema"},
-        "soft VQ whose codebook follows exponential moving averages weighted by the "
-        "posterior (soft counts; decay 0.99; no codebook loss term)",
-    ),
-    "infodropout+notebook": (
-        "infodropout", {"infodropout_weighting": "notebook"},
-        "information dropout with the authors' notebook weighting (cost averaged "
-        "over batch and units, linear z head)",
-    ),
-    "betavae+notebook-adam-eps": (
-        "betavae", _notebook_epsilon,
-        "beta-VAE with Adam's epsilon at the notebook's TF1 1e-8 divided by the "
-        "pixels per image (our loss is the notebook's divided by that number, and "
-        "Adam is invariant to the loss scale except for epsilon; Keras: 1e-7)",
-    ),
-    "betavae+raw-mse-beta": (
-        "betavae", _notebook_beta,
-        "beta-VAE whose beta is divided by the training-pixel variance, i.e. the "
-        "notebook's KL weight against an MSE not normalized by that variance",
-    ),
-}
+from training.variants import VARIANTS
 
 
 def run_folder(out, dataset, model, seed):
@@ -224,83 +145,6 @@ def raw_row(dataset, seed, data, args):
         scores["sample"] = {"train": len(x_tr), "test": len(x_te)}
     record(path, scores, "raw pixels")
     return scores
-
-
-def summarize(dataset, per_row):
-    """Mean ± std per row and metric, the paper's value beside it."""
-    rows = []
-    for name, runs in per_row.items():
-        paper = PAPER.get(dataset, {}).get(name, (None, None, None))
-        row = {"name": name, "seeds": len(runs)}
-        for metric, paper_value in zip(METRICS, paper):
-            values = np.array([r[metric] for r in runs], dtype=np.float64)
-            row[metric] = {
-                "mean": float(values.mean()),
-                "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
-                "values": values.tolist(),
-                "paper": paper_value,
-            }
-        row["wall_time_s"] = float(np.mean([r["timings_s"]["total"] for r in runs]))
-        rows.append(row)
-    return rows
-
-
-def machine():
-    import keras
-
-    gpu = bool(os.environ.get("CUDA_VISIBLE_DEVICES")) or Path("/dev/nvidia0").exists()
-    return {
-        "backend": keras.backend.backend(),
-        "device": "GPU" if gpu else "CPU",
-        "cpu_cores": os.cpu_count(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "keras": keras.__version__,
-    }
-
-
-def _cell(entry, scale, digits):
-    text = f"{entry['mean'] * scale:.{digits}f}"
-    if entry.get("std"):
-        text += f" ± {entry['std'] * scale:.{digits}f}"
-    return text
-
-
-def _paper(entry, scale, digits):
-    return "–" if entry["paper"] is None else f"{entry['paper'] * scale:.{digits}f}"
-
-
-def markdown(dataset, rows, info, seeds, wall_time):
-    lines = [
-        f"## {dataset}: {seeds} seed{'s' if seeds > 1 else ''}, "
-        f"{info['backend']} on {info['device']} ({info['cpu_cores']} cores)",
-        "",
-    ]
-    if dataset in NOTES:
-        lines += [f"*{NOTES[dataset]}*", ""]
-    lines += [
-        "| model | clustering % | paper | NMI | paper | classification % | paper | wall time / run |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        c, n, a = (r[m] for m in METRICS)
-        name = r["name"]
-        if r["seeds"] != seeds:
-            name += f" ({r['seeds']} seed{'s' if r['seeds'] > 1 else ''})"
-        lines.append(
-            f"| {name} | {_cell(c, 100, 2)} | {_paper(c, 100, 2)} "
-            f"| {_cell(n, 1, 4)} | {_paper(n, 1, 4)} "
-            f"| {_cell(a, 100, 2)} | {_paper(a, 100, 2)} | {r['wall_time_s'] / 60:.1f} min |"
-        )
-    extra = [r for r in rows if r["name"] in VARIANTS]
-    if extra:
-        lines += ["", "Rows below the paper's are not in the paper (each changes one "
-                  "training option of a paper row):", ""]
-        lines += [f"- **{r['name']}** ({r['seeds']} seed{'s' if r['seeds'] > 1 else ''}): "
-                  f"{VARIANTS[r['name']][2]}." for r in extra]
-    lines += ["", f"Whole table: {wall_time / 60:.1f} min of wall time "
-              f"(runs reused from earlier invocations count their own time)."]
-    return "\n".join(lines) + "\n"
 
 
 #: Test images the pictures are drawn from, at most (all of MNIST's).

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from training import table
+from training import report, table
 
 
 def _args(out):
@@ -39,7 +39,7 @@ def test_table_writes_rows_in_paper_order_with_pictures(small_table):
     result = json.loads((small_table / "digits.json").read_text())
     assert [r["name"] for r in result["rows"]] == ["raw", "ae", "softvq"]
     for row in result["rows"]:
-        for metric in table.METRICS:
+        for metric in report.METRICS:
             assert 0.0 <= row[metric]["mean"] <= 1.0
             assert len(row[metric]["values"]) == 1
     assert result["machine"]["cpu_cores"] >= 1
@@ -60,7 +60,7 @@ def test_rerun_reuses_finished_runs(small_table, capsys):
     assert out.count("[table] reusing") == 2
     assert "[table] training" not in out
     after = json.loads((small_table / "digits.json").read_text())
-    means = lambda result: [r[m]["mean"] for r in result["rows"] for m in table.METRICS]  # noqa: E731
+    means = lambda result: [r[m]["mean"] for r in result["rows"] for m in report.METRICS]  # noqa: E731
     assert means(after) == means(before)
 
 

@@ -1,0 +1,89 @@
+"""The table's summary and Markdown: mean ± std per row, the paper's value beside it."""
+
+import os
+import platform
+from pathlib import Path
+
+import numpy as np
+
+from training.paper import NOTES, PAPER
+from training.variants import VARIANTS
+
+METRICS = ("clustering_accuracy", "nmi", "classification_accuracy")
+
+
+def summarize(dataset, per_row):
+    """Mean ± std per row and metric, the paper's value beside it."""
+    rows = []
+    for name, runs in per_row.items():
+        paper = PAPER.get(dataset, {}).get(name, (None, None, None))
+        row = {"name": name, "seeds": len(runs)}
+        for metric, paper_value in zip(METRICS, paper):
+            values = np.array([r[metric] for r in runs], dtype=np.float64)
+            row[metric] = {
+                "mean": float(values.mean()),
+                "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                "values": values.tolist(),
+                "paper": paper_value,
+            }
+        row["wall_time_s"] = float(np.mean([r["timings_s"]["total"] for r in runs]))
+        rows.append(row)
+    return rows
+
+
+def machine():
+    import keras
+
+    gpu = bool(os.environ.get("CUDA_VISIBLE_DEVICES")) or Path("/dev/nvidia0").exists()
+    return {
+        "backend": keras.backend.backend(),
+        "device": "GPU" if gpu else "CPU",
+        "cpu_cores": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "keras": keras.__version__,
+    }
+
+
+def _cell(entry, scale, digits):
+    text = f"{entry['mean'] * scale:.{digits}f}"
+    if entry.get("std"):
+        text += f" ± {entry['std'] * scale:.{digits}f}"
+    return text
+
+
+def _paper(entry, scale, digits):
+    return "–" if entry["paper"] is None else f"{entry['paper'] * scale:.{digits}f}"
+
+
+def markdown(dataset, rows, info, seeds, wall_time):
+    lines = [
+        f"## {dataset}: {seeds} seed{'s' if seeds > 1 else ''}, "
+        f"{info['backend']} on {info['device']} ({info['cpu_cores']} cores)",
+        "",
+    ]
+    if dataset in NOTES:
+        lines += [f"*{NOTES[dataset]}*", ""]
+    lines += [
+        "| model | clustering % | paper | NMI | paper | classification % | paper | wall time / run |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        c, n, a = (r[m] for m in METRICS)
+        name = r["name"]
+        if r["seeds"] != seeds:
+            name += f" ({r['seeds']} seed{'s' if r['seeds'] > 1 else ''})"
+        lines.append(
+            f"| {name} | {_cell(c, 100, 2)} | {_paper(c, 100, 2)} "
+            f"| {_cell(n, 1, 4)} | {_paper(n, 1, 4)} "
+            f"| {_cell(a, 100, 2)} | {_paper(a, 100, 2)} | {r['wall_time_s'] / 60:.1f} min |"
+        )
+    extra = [r for r in rows if r["name"] in VARIANTS]
+    if extra:
+        lines += ["", "Rows below the paper's are not in the paper (each changes one "
+                  "training option of a paper row):", ""]
+        lines += [f"- **{r['name']}** ({r['seeds']} seed{'s' if r['seeds'] > 1 else ''}): "
+                  f"{VARIANTS[r['name']][2]}." for r in extra]
+    lines += ["", f"Whole table: {wall_time / 60:.1f} min of wall time "
+              f"(runs reused from earlier invocations count their own time)."]
+    return "\n".join(lines) + "\n"
