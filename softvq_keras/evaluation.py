@@ -69,7 +69,7 @@ def fit_kmeans(latents, n_clusters=10, n_init=100, seed=0):
 
 def linear_probe(
     z_train, y_train, z_test=None, y_test=None, epochs=20, learning_rate=0.01,
-    batch_size=128, seed=0, num_classes=10, verbose=0, min_updates=2000,
+    batch_size=128, seed=0, num_classes=10, verbose=0, min_updates=2000, callbacks=None,
 ):
     """Train a softmax `Dense(num_classes)` on `z_train`; return (model, test acc).
 
@@ -77,7 +77,8 @@ def linear_probe(
     a small training set is repeated within an epoch (20 epochs of MNIST are
     9,380 steps, but 20 epochs of the 1,500 digits only 240, too few for the
     probe to converge; many tiny epochs would cost their per-epoch overhead
-    instead). The accuracy is None when no test split is given.
+    instead). The accuracy is None when no test split is given. `callbacks`
+    go to `model.fit` (e.g. to score the probe along the way).
     """
     import keras
 
@@ -102,7 +103,7 @@ def linear_probe(
     )
     model.fit(
         z_train, y_train, epochs=epochs, batch_size=batch_size,
-        verbose=verbose, shuffle=True,
+        verbose=verbose, shuffle=True, callbacks=callbacks,
     )
     accuracy = None
     if z_test is not None:
