@@ -31,7 +31,7 @@ PAPER = {
 
 NOTES = {
     "cifar10": (
-        "CIFAR-10 here is the ../shared/data copy, decoded from JPEG (quality 75, 4:2:0): "
+        "The CIFAR-10 copy of these runs was decoded from JPEG (quality 75, 4:2:0): "
         "comparable to, not identical with, the original pixels."
     ),
 }
