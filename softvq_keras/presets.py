@@ -15,8 +15,11 @@ MODEL_NAMES = ("ae", "vae", "betavae", "infodropout", "vq", "softvq")
 #: Layer options beyond the paper, listed here for Keras-free code (the CLI):
 #: how the quantizers' codebook learns (`codebook_update`, both quantizers)...
 CODEBOOK_UPDATES = ("gradient", "ema")
-#: ...and `InformationDropout`'s cost (`weighting`).
+#: ...`InformationDropout`'s cost (`weighting`)...
 INFODROPOUT_WEIGHTINGS = ("safe", "notebook")
+#: ...and `SoftVectorQuantizer`'s posterior weights (`weighting`; the presets'
+#: `weighting` key): the MNIST notebook's, the SVHN notebook's, the textbook's.
+SOFTVQ_WEIGHTINGS = ("mnist_code", "svhn_code", "gaussian")
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from training.settings import (
     KMEANS_SAMPLE,
     MODELS,
     PRECISIONS,
+    SOFTVQ_WEIGHTINGS,
     TEST_FRACTION,
     VARIANCES,
     FitSettings,
@@ -137,6 +138,13 @@ def build_parser(presets=None):
         help="infodropout cost: 'safe' (ours: summed over units, per pixel of the "
         "reconstruction) or 'notebook' (the authors' notebook: mean over batch and "
         "units, linear z head) (default: safe)",
+    )
+    hp.add_argument(
+        "--softvq-weighting", choices=SOFTVQ_WEIGHTINGS,
+        help="softvq posterior weights: 'mnist_code' (the MNIST notebook's softmax of "
+        "-lambda_k D_k / 2 + s_k), 'svhn_code' (the SVHN notebook's: softmax of "
+        "-lambda_k D_k / 2, each weight then scaled by sigma_k) or 'gaussian' (the "
+        "isotropic Gaussian posterior) (default: the dataset preset's, mnist_code)",
     )
     hp.add_argument(
         "--adam-epsilon", type=float,

@@ -275,7 +275,8 @@ def _train_and_export(settings, callbacks, presets, backend, plan, data, timer, 
     new_bottleneck = functools.partial(
         make_bottleneck, s.model, info.preset, seed=s.seed, codebook_size=s.codebook_size,
         beta=s.beta, variance=s.variance, codebook_update=s.codebook_update,
-        infodropout_weighting=s.infodropout_weighting, input_shape=info.input_shape,
+        infodropout_weighting=s.infodropout_weighting, weighting=s.softvq_weighting,
+        input_shape=info.input_shape,
     )
 
     def build(bottleneck):

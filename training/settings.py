@@ -25,6 +25,8 @@ VARIANCES = ("per_input", "per_code")
 CODEBOOK_UPDATES = _presets.CODEBOOK_UPDATES
 #: `--infodropout-weighting` choices (`InformationDropout`'s `weighting`).
 INFODROPOUT_WEIGHTINGS = _presets.INFODROPOUT_WEIGHTINGS
+#: `--softvq-weighting` choices (`SoftVectorQuantizer`'s `weighting`).
+SOFTVQ_WEIGHTINGS = _presets.SOFTVQ_WEIGHTINGS
 #: Keras' Adam default; TF1's Adam (the authors' notebooks) used 1e-8.
 ADAM_EPSILON = 1e-7
 #: Training inputs encoded by the codebook callbacks (K-means init, dead-code restarts).
@@ -98,6 +100,7 @@ class FitSettings:
     dead_code_restarts: bool = False
     codebook_update: str | None = None
     infodropout_weighting: str | None = None
+    softvq_weighting: str | None = None
     adam_epsilon: float | None = None
     seed: int = 0
     data_dir: str | None = None
@@ -238,6 +241,12 @@ def check_settings(s, presets):
         require(s.infodropout_weighting in INFODROPOUT_WEIGHTINGS,
                  f"--infodropout-weighting must be one of {', '.join(INFODROPOUT_WEIGHTINGS)}; "
                  f"got {s.infodropout_weighting!r}")
+    if s.softvq_weighting is not None:
+        require(s.model == "softvq",
+                 f"--softvq-weighting applies to softvq only, not {s.model}")
+        require(s.softvq_weighting in SOFTVQ_WEIGHTINGS,
+                 f"--softvq-weighting must be one of {', '.join(SOFTVQ_WEIGHTINGS)}; "
+                 f"got {s.softvq_weighting!r}")
     require(s.adam_epsilon is None
             or (isinstance(s.adam_epsilon, (int, float)) and math.isfinite(s.adam_epsilon)
                 and s.adam_epsilon > 0),

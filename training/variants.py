@@ -40,6 +40,11 @@ VARIANTS = {
         "softvq", {"variance": "per_code"},
         "soft VQ with one free variance per codeword in place of the per-input s head",
     ),
+    "softvq+svhn-code": (
+        "softvq", {"softvq_weighting": "svhn_code"},
+        "soft VQ with the SVHN notebook's posterior weights (softmax of -lambda_k D_k / 2, "
+        "each weight then scaled by sigma_k; the presets use the MNIST notebook's)",
+    ),
     "vq+kmeans-init": (
         "vq", {"codebook_init": "kmeans"},
         "hard VQ, codebook re-initialized after epoch 1 by K-means of the latents",

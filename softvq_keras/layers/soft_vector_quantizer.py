@@ -9,8 +9,7 @@ from softvq_keras.layers.base import (
     squared_distances,
 )
 from softvq_keras.layers.ema import EMACodebookMixin
-
-WEIGHTINGS = ("mnist_code", "svhn_code", "gaussian")
+from softvq_keras.presets import SOFTVQ_WEIGHTINGS as WEIGHTINGS
 VARIANCES = ("per_input", "per_code")
 
 

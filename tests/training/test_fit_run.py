@@ -319,3 +319,25 @@ def test_ema_codebook_and_adam_epsilon_reach_training_and_config(tmp_path, small
     assert logs["loss"] == pytest.approx(expected, rel=1e-3)  # epoch means: partial batch
     with_codebook = expected + w * logs["codebook_loss"]
     assert abs(logs["loss"] - with_codebook) > 10 * abs(logs["loss"] - expected)
+
+
+def test_softvq_weighting_reaches_the_layer_and_its_output(tmp_path, small_run):
+    """--softvq-weighting svhn_code builds the SVHN notebook's posterior into the
+    saved model: the decoder gets sum_k p_k sigma_k e_k, not sum_k p_k e_k."""
+    out = run("digits", "softvq", out=tmp_path / "svhn-code", softvq_weighting="svhn_code",
+              **small_run)
+    assert read(out, artifacts.CONFIG)["bottleneck"]["weighting"] == "svhn_code"
+    autoencoder = keras.saving.load_model(out / artifacts.AUTOENCODER)
+    layer = autoencoder.get_layer("bottleneck")
+    assert layer.weighting == "svhn_code"
+    x = np.random.default_rng(0).uniform(0, 1, (16, 64)).astype("float32")
+    probe = keras.Model(autoencoder.input, layer.input)
+    z, h = (np.asarray(t) for t in probe.predict(x, verbose=0))
+    outputs = layer([z, h])
+    probs = np.asarray(outputs["code_probs"], np.float64)
+    sigma = np.exp(np.asarray(layer.log_sigma_head(h), np.float64))
+    codebook = np.asarray(layer.codebook, np.float64)
+    np.testing.assert_allclose(probs.sum(axis=-1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(outputs["output"]), (probs * sigma) @ codebook,
+                               rtol=1e-4, atol=1e-5)
+    assert np.abs((probs * sigma) @ codebook - probs @ codebook).max() > 1e-3

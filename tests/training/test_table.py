@@ -171,3 +171,27 @@ def test_ledger_reuses_runs_whose_folders_are_gone(small_table, tmp_path, capsys
     args[args.index("--probe-epochs") + 1] = "20"
     assert table.main([*args, "--report-only"]) == 0
     assert capsys.readouterr().out.count("leaving out") == 2
+
+
+def test_every_extra_row_is_a_valid_fit_of_its_paper_model():
+    """Each VARIANTS entry names a paper model and options `training.fit`
+    accepts for it (checked as the CLI checks them, before any training)."""
+    from dataclasses import fields
+
+    from training.settings import FitSettings, check_settings, load_presets
+    from training.variants import VARIANTS
+
+    names = {f.name for f in fields(FitSettings)}
+
+    class Info:  # what the option functions read from the data
+        preset, input_shape = "mnist", (784,)
+
+    for row, (model, options, note) in VARIANTS.items():
+        assert row.split("+")[0] == model and note
+        if callable(options):
+            options = options(Info, 0.0949)
+        assert set(options) <= names, (row, set(options) - names)
+        check_settings(FitSettings("mnist", model, **options), load_presets())
+    with pytest.raises(Exception, match="--softvq-weighting applies to softvq only"):
+        check_settings(FitSettings("mnist", "vq", softvq_weighting="svhn_code"),
+                       load_presets())
