@@ -55,6 +55,7 @@ def main(argv=None):
 
     import keras
 
+    from softvq_keras import evaluation
     from training.data import open_run_data
 
     print(f"{'run':<40} {'updates/epoch':>13} {'5 ep':>7} {'10 ep':>7} {'20 ep':>7} "
@@ -67,8 +68,15 @@ def main(argv=None):
         z_test = np.asarray(data.predict(encoder, "test"), np.float32)
         y_train = np.asarray(data.labels("train"))
         y_test = np.asarray(data.labels("test"))
-        per_epoch = -(-len(z_train) // BATCH_SIZE)
+        # As linear_probe schedules it: a tiny training set (digits) is repeated
+        # within each epoch, and by a factor that depends on the epoch count.
+        repeats, per_epoch = evaluation.probe_schedule(len(z_train), 20, BATCH_SIZE)
         epochs = max(20, -(-args.updates // per_epoch))
+        if evaluation.probe_schedule(len(z_train), epochs, BATCH_SIZE)[0] != repeats:
+            print(f"{run.name}: {len(z_train):,} training latents are repeated {repeats}x "
+                  "per epoch by the 20-epoch protocol but less by the long probe, so "
+                  "its 20-epoch point is not the protocol's; skipped", flush=True)
+            continue
         curve = probe_curve(z_train, y_train, z_test, y_test, epochs, int(config["seed"]))
         long_label = f"{curve[epochs]:.4f} @{epochs * per_epoch:,}"
         print(f"{run.name:<40} {per_epoch:>13} {curve[5]:>7.4f} {curve[10]:>7.4f} "

@@ -67,6 +67,15 @@ def fit_kmeans(latents, n_clusters=10, n_init=100, seed=0):
     )
 
 
+def probe_schedule(num_train, epochs=20, batch_size=128, min_updates=2000):
+    """`(repeats, updates_per_epoch)` of `linear_probe`: the training set is
+    repeated `repeats` times within an epoch so that `epochs` epochs make at
+    least `min_updates` Adam steps."""
+    updates = int(epochs) * -(-int(num_train) // batch_size)
+    repeats = max(1, -(-int(min_updates) // max(updates, 1)))
+    return repeats, -(-int(num_train) * repeats // batch_size)
+
+
 def linear_probe(
     z_train, y_train, z_test=None, y_test=None, epochs=20, learning_rate=0.01,
     batch_size=128, seed=0, num_classes=10, verbose=0, min_updates=2000, callbacks=None,
@@ -85,8 +94,7 @@ def linear_probe(
     keras.utils.set_random_seed(seed)
     z_train = np.asarray(z_train, dtype=np.float32)
     y_train = np.asarray(y_train)
-    updates = int(epochs) * -(-len(z_train) // batch_size)
-    repeats = max(1, -(-int(min_updates) // max(updates, 1)))
+    repeats, _ = probe_schedule(len(z_train), epochs, batch_size, min_updates)
     if repeats > 1:
         z_train, y_train = np.tile(z_train, (repeats, 1)), np.tile(y_train, repeats)
     model = keras.Sequential(

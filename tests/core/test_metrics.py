@@ -11,6 +11,7 @@ from softvq_keras.evaluation import (
     fit_kmeans,
     linear_probe,
     nmi,
+    probe_schedule,
 )
 
 LABELS = np.repeat(np.arange(10), 7)  # 70 samples, 10 classes
@@ -134,3 +135,14 @@ def test_linear_probe_trains_at_least_min_updates():
     assert int(model.optimizer.iterations) == 20
     model, _ = linear_probe(x, y, epochs=2, min_updates=0)
     assert int(model.optimizer.iterations) == 6
+
+
+def test_probe_schedule_matches_the_steps_linear_probe_takes():
+    # MNIST: 60,000 / 128 = 469 steps per epoch, 20 epochs = 9,380 >= 2,000.
+    assert probe_schedule(60_000, 20) == (1, 469)
+    # digits' 1,500: 12 steps per epoch, 240 in 20 epochs -> repeated 9 times.
+    assert probe_schedule(1_500, 20) == (9, 106)
+    x = np.random.default_rng(5).normal(size=(300, 4)).astype("float32")
+    repeats, per_epoch = probe_schedule(300, 2, min_updates=20)
+    model, _ = linear_probe(x, np.arange(300) % 10, epochs=2, min_updates=20)
+    assert (repeats, 2 * per_epoch) == (4, int(model.optimizer.iterations))
