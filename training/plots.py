@@ -33,10 +33,24 @@ def _as_image(x, image_shape, offset):
     return np.clip(x, 0.0, 1.0)
 
 
-def reconstructions(originals, recon_by_model, image_shape, path, offset=0.0):
-    """A grid: the first test images on top, each model's reconstructions below.
+def one_per_class(labels, count, n=10):
+    """Indices of at most `n` of `count` pictures: the first example of each
+    class in class order (a test split stored by class would otherwise show
+    one class), then the next unused examples; the first `n` without labels."""
+    if labels is None:
+        return np.arange(min(n, count))
+    labels = np.asarray(labels)[:count]
+    firsts = [int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels)][:n]
+    taken = set(firsts)
+    rest = [i for i in range(len(labels)) if i not in taken][: n - len(firsts)]
+    return np.asarray(firsts + rest, dtype=int)
 
-    `originals`: `(n, ...)` scaled inputs; `recon_by_model`: name -> `(n, ...)`.
+
+def reconstructions(originals, recon_by_model, image_shape, path, offset=0.0, titles=None):
+    """A grid: test images on top, each model's reconstructions below.
+
+    `originals`: `(n, ...)` scaled inputs; `recon_by_model`: name -> `(n, ...)`;
+    `titles`: an optional caption per column (e.g. the class names).
     """
     rows = ["input", *recon_by_model]
     n = len(originals)
@@ -52,11 +66,14 @@ def reconstructions(originals, recon_by_model, image_shape, path, offset=0.0):
             ax.set_yticks([])
             if c == 0:
                 ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+            if r == 0 and titles is not None:
+                ax.set_title(str(titles[c]), fontsize=7)
     return _save(plt, fig, path)
 
 
-def latent_maps(latents_by_model, labels, path, max_points=3000, seed=0):
-    """2-D PCA of each model's test latents, coloured by the true label."""
+def latent_maps(latents_by_model, labels, path, max_points=3000, seed=0, class_names=None):
+    """2-D PCA of each model's test latents, coloured by the true label
+    (`class_names` label the colour bar)."""
     from sklearn.decomposition import PCA
 
     names = list(latents_by_model)
@@ -74,7 +91,9 @@ def latent_maps(latents_by_model, labels, path, max_points=3000, seed=0):
         ax.set_yticks([])
     for ax in axes[len(names):]:
         ax.axis("off")
-    fig.colorbar(sc, ax=axes.tolist(), ticks=range(10), shrink=0.8, label="label")
+    bar = fig.colorbar(sc, ax=axes.tolist(), ticks=range(10), shrink=0.8, label="label")
+    if class_names is not None:
+        bar.set_ticklabels([str(c) for c in class_names][:10])
     return _save(plt, fig, path)
 
 

@@ -162,22 +162,26 @@ def pictures(dataset, models, seed, data, args):
     name = run_name(dataset)
     out = Path(args.out)
     x_test, y_test, _ = data.sample("test", PICTURE_SAMPLE, seed)
-    first = x_test[:10]
+    shown = plots.one_per_class(y_test, len(x_test))
+    first = x_test[shown]
+    names = info.class_names
+    titles = None if y_test is None or names is None else [names[y] for y in y_test[shown]]
     recon, latents, written = {}, {}, []
     for model in models:
         folder = run_folder(args.out, dataset, model, seed)
         autoencoder = keras.saving.load_model(folder / artifacts.AUTOENCODER)
         outputs = autoencoder.predict(x_test, batch_size=2048, verbose=0)
-        recon[model] = outputs["reconstruction"][:10]
+        recon[model] = outputs["reconstruction"][shown]
         latents[model] = outputs["latent"]
         if model == "softvq":
             written.append(plots.codebook_usage(
                 outputs["code_probs"], out / f"{name}-codebook.png"))
     written.append(plots.reconstructions(
         first, recon, info.image_shape, out / f"{name}-reconstructions.png",
-        offset=info.offset))
+        offset=info.offset, titles=titles))
     latents = {"raw": x_test.reshape(len(x_test), -1), **latents}
-    written.append(plots.latent_maps(latents, y_test, out / f"{name}-latents.png"))
+    written.append(plots.latent_maps(latents, y_test, out / f"{name}-latents.png",
+                                     class_names=names))
     return written
 
 

@@ -195,3 +195,15 @@ def test_every_extra_row_is_a_valid_fit_of_its_paper_model():
     with pytest.raises(Exception, match="--softvq-weighting applies to softvq only"):
         check_settings(FitSettings("mnist", "vq", softvq_weighting="svhn_code"),
                        load_presets())
+
+
+def test_pictures_show_one_test_image_per_class():
+    from training import plots
+
+    by_class = np.repeat(np.arange(10), 5)  # a split stored class by class
+    shown = plots.one_per_class(by_class, len(by_class))
+    assert list(by_class[shown]) == list(range(10))
+    assert list(shown) == [5 * c for c in range(10)]
+    three = np.array([2, 2, 0, 1, 0, 1, 2])  # fewer classes than pictures: topped up
+    assert list(plots.one_per_class(three, 7, n=5)) == [2, 3, 0, 1, 4]
+    assert list(plots.one_per_class(None, 4)) == [0, 1, 2, 3]
