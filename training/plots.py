@@ -82,18 +82,22 @@ def latent_maps(latents_by_model, labels, path, max_points=3000, seed=0, class_n
     plt, (fig, axes) = _figure(rows, cols, figsize=(3.2 * cols, 3.0 * rows))
     axes = np.atleast_1d(axes).reshape(-1)
     pick = np.random.default_rng(seed).permutation(len(labels))[:max_points]
+    labels = np.asarray(labels)
+    classes = len(class_names) if class_names is not None else int(labels.max()) + 1
+    cmap = "tab10" if classes <= 10 else "tab20" if classes <= 20 else "viridis"
     for ax, name in zip(axes, names):
         xy = PCA(2, random_state=seed).fit_transform(np.asarray(latents_by_model[name])[pick])
-        sc = ax.scatter(xy[:, 0], xy[:, 1], c=np.asarray(labels)[pick], cmap="tab10",
-                        s=2, vmin=-0.5, vmax=9.5)
+        sc = ax.scatter(xy[:, 0], xy[:, 1], c=labels[pick], cmap=cmap,
+                        s=2, vmin=-0.5, vmax=classes - 0.5)
         ax.set_title(name, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
     for ax in axes[len(names):]:
         ax.axis("off")
-    bar = fig.colorbar(sc, ax=axes.tolist(), ticks=range(10), shrink=0.8, label="label")
-    if class_names is not None:
-        bar.set_ticklabels([str(c) for c in class_names][:10])
+    ticks = range(classes) if classes <= 20 else None
+    bar = fig.colorbar(sc, ax=axes.tolist(), ticks=ticks, shrink=0.8, label="label")
+    if class_names is not None and ticks is not None:
+        bar.set_ticklabels([str(c) for c in class_names])
     return _save(plt, fig, path)
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.paper import NOTES, PAPER
+from training.paper import PAPER
 from training.variants import VARIANTS
 
 METRICS = ("clustering_accuracy", "nmi", "classification_accuracy")
@@ -56,14 +56,15 @@ def _paper(entry, scale, digits):
     return "–" if entry["paper"] is None else f"{entry['paper'] * scale:.{digits}f}"
 
 
-def markdown(dataset, rows, info, seeds, wall_time):
+def markdown(dataset, rows, info, seeds, wall_time, note=None):
+    """The table as Markdown; `note` (`training.paper.data_note`) goes under the heading."""
     lines = [
         f"## {dataset}: {seeds} seed{'s' if seeds > 1 else ''}, "
         f"{info['backend']} on {info['device']} ({info['cpu_cores']} cores)",
         "",
     ]
-    if dataset in NOTES:
-        lines += [f"*{NOTES[dataset]}*", ""]
+    if note:
+        lines += [f"*{note}*", ""]
     lines += [
         "| model | clustering % | paper | NMI | paper | classification % | paper | wall time / run |",
         "|---|---|---|---|---|---|---|---|",

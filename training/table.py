@@ -45,6 +45,7 @@ from pathlib import Path
 
 from training import artifacts
 from training.fit import MODELS as ROWS  # the paper's row order
+from training.paper import data_note
 from training.report import machine, markdown, summarize
 from training.settings import run_name
 from training.variants import VARIANTS
@@ -132,6 +133,10 @@ def raw_row(dataset, seed, data, args):
     path = ledger_path(args.out, dataset, "raw", seed, args)
     if path.is_file():
         return artifacts.read_json(path)
+    if args.report_only:
+        print(f"[table] leaving out the raw-pixel row of seed {seed} (not computed; "
+              "--report-only)", flush=True)
+        return None
     timer = PhaseTimer()
     x_tr, y_tr, whole_tr = data.raw_sample("train", seed)
     x_te, y_te, whole_te = data.raw_sample("test", seed)
@@ -151,24 +156,44 @@ def raw_row(dataset, seed, data, args):
 PICTURE_SAMPLE = 10_000
 
 
-def pictures(dataset, models, seed, data, args):
-    """The four PNGs, from seed `seed`'s runs (`data`: a `training.data.RunData`)."""
+def pictured_runs(args):
+    """`{model: seed}`: each paper row's lowest seed whose run folder is on this
+    machine and finished (a row trained elsewhere, known from its ledger entry
+    only, is not drawn)."""
+    runs = {}
+    for model in args.models:
+        for seed in range(args.seeds):
+            if finished(run_folder(args.out, args.dataset, model, seed)):
+                runs[model] = seed
+                break
+    return runs
+
+
+def pictures(dataset, runs, data, args):
+    """The PNGs of the runs `runs` (`{model: seed}`, see `pictured_runs`; `data`: a
+    `training.data.RunData`), on the same test images: those of the lowest seed
+    drawn."""
     import keras
 
     from softvq_keras import Autoencoder  # noqa: F401  imports (registers) the custom layers
     from training import plots
 
+    if not runs:
+        print("[table] no finished run folder on this machine: no reconstructions or "
+              "latent maps drawn", flush=True)
+        return []
     info = data.info
     name = run_name(dataset)
     out = Path(args.out)
+    seed = min(runs.values(), default=0)
     x_test, y_test, _ = data.sample("test", PICTURE_SAMPLE, seed)
     shown = plots.one_per_class(y_test, len(x_test))
     first = x_test[shown]
     names = info.class_names
     titles = None if y_test is None or names is None else [names[y] for y in y_test[shown]]
     recon, latents, written = {}, {}, []
-    for model in models:
-        folder = run_folder(args.out, dataset, model, seed)
+    for model, run_seed in runs.items():
+        folder = run_folder(args.out, dataset, model, run_seed)
         autoencoder = keras.saving.load_model(folder / artifacts.AUTOENCODER)
         outputs = autoencoder.predict(x_test, batch_size=2048, verbose=0)
         recon[model] = outputs["reconstruction"][shown]
@@ -294,25 +319,29 @@ def main(argv=None):
     except UsageError as e:
         print(f"python -m training.table: error: {e}", file=sys.stderr)
         return 2
-    per_row["raw"] = [raw_row(args.dataset, s, data, args) for s in range(args.seeds)]
+    per_row["raw"] = [m for m in (raw_row(args.dataset, s, data, args)
+                                  for s in range(args.seeds)) if m is not None]
     rows = summarize(paper_key, {name: runs for name, runs in per_row.items() if runs})
     info = machine()
     wall = time.perf_counter() - started
-    pictured = [m for m in args.models if finished(run_folder(args.out, args.dataset, m, 0))]
-    pngs = pictures(args.dataset, pictured, 0, data, args)
+    pictured = pictured_runs(args)
+    pngs = pictures(args.dataset, pictured, data, args)
     name = run_name(args.dataset)
     rows_png = Path(args.out) / f"{name}-metrics.png"
     from training import plots
 
     pngs.append(plots.metric_bars(rows, rows_png))
+    note = data_note(data.info.source)
     result = {
         "dataset": args.dataset, "seeds": args.seeds, "machine": info,
+        "data_note": note,
         "rows": rows, "wall_time_s": wall, "pictures": [p.name for p in pngs],
+        "pictured_runs": pictured,
         "command": "python -m training.table " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     out = Path(args.out)
     artifacts.write_json(out / f"{name}.json", result)
-    text = markdown(args.dataset, rows, info, args.seeds, wall)
+    text = markdown(args.dataset, rows, info, args.seeds, wall, note=note)
     tmp = out / f".{name}.md.tmp"
     tmp.write_text(text)
     os.replace(tmp, out / f"{name}.md")

@@ -101,9 +101,11 @@ def test_report_only_summarizes_finished_runs_and_trains_nothing(small_table, tm
     assert table.main([*args, "--report-only"]) == 0
     printed = capsys.readouterr().out
     assert "[table] training" not in printed and "[table] resuming" not in printed
-    assert printed.count("leaving out") == 2
+    assert printed.count("leaving out") == 3
+    assert "leaving out the raw-pixel row of seed 1 (not computed; --report-only)" in printed
     result = json.loads((out / "digits.json").read_text())
-    assert {r["name"]: r["seeds"] for r in result["rows"]} == {"raw": 2, "ae": 1, "softvq": 1}
+    assert {r["name"]: r["seeds"] for r in result["rows"]} == {"raw": 1, "ae": 1, "softvq": 1}
+    assert not (out / "digits-runs-epochs1-kmeans2-probe1" / "raw-seed1.json").exists()
     assert not (out / "runs" / "digits-ae-seed1").exists()
     markdown = (out / "digits.md").read_text()
     assert "## digits: 2 seeds" in markdown and "| ae (1 seed) |" in markdown
@@ -165,12 +167,13 @@ def test_ledger_reuses_runs_whose_folders_are_gone(small_table, tmp_path, capsys
     assert rows["ae"]["clustering_accuracy"]["values"] == [0.4321]
     before = {r["name"]: r for r in json.loads((small_table / "digits.json").read_text())["rows"]}
     assert rows["softvq"]["nmi"]["values"] == before["softvq"]["nmi"]["values"]
-    assert "digits-metrics.png" in result["pictures"]
+    assert result["pictures"] == ["digits-metrics.png"] and result["pictured_runs"] == {}
+    assert "no finished run folder on this machine" in printed
     # The same table with the paper's probe length does not take those entries.
     args = _args(out)
     args[args.index("--probe-epochs") + 1] = "20"
     assert table.main([*args, "--report-only"]) == 0
-    assert capsys.readouterr().out.count("leaving out") == 2
+    assert capsys.readouterr().out.count("leaving out") == 3  # ae, softvq and raw
 
 
 def test_every_extra_row_is_a_valid_fit_of_its_paper_model():
@@ -207,3 +210,75 @@ def test_pictures_show_one_test_image_per_class():
     three = np.array([2, 2, 0, 1, 0, 1, 2])  # fewer classes than pictures: topped up
     assert list(plots.one_per_class(three, 7, n=5)) == [2, 3, 0, 1, 4]
     assert list(plots.one_per_class(None, 4)) == [0, 1, 2, 3]
+
+
+def test_pictures_come_from_the_lowest_seed_on_this_machine(small_table, tmp_path, capsys):
+    """Seed 0 trained elsewhere (ledger only), seed 1 here: softvq is drawn from seed 1."""
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(small_table, out)
+    for png in out.glob("digits-*.png"):
+        png.unlink()
+    runs = out / "runs"
+    (runs / "digits-softvq-seed0").rename(runs / "digits-softvq-seed1")
+    args = _args(out)
+    args[args.index("--seeds") + 1] = "2"
+    assert table.main([*args, "--report-only"]) == 0
+    result = json.loads((out / "digits.json").read_text())
+    assert result["pictured_runs"] == {"softvq": 1, "ae": 0}
+    assert {r["name"]: r["seeds"] for r in result["rows"]} == {"raw": 1, "ae": 1, "softvq": 2}
+    for name in ("reconstructions", "latents", "codebook"):
+        assert (out / f"digits-{name}.png").read_bytes()[:4] == b"\x89PNG", name
+
+
+def test_data_note_follows_the_file_not_the_dataset_name(tmp_path, monkeypatch):
+    """The JPEG note goes under a table trained on the known JPEG-decoded copy only."""
+    from training import paper
+
+    copy = tmp_path / "cifar10.npz"
+    np.savez(copy, x_train=np.zeros((2, 32, 32, 3), np.uint8), y_train=np.zeros(2, np.uint8))
+    other = tmp_path / "other" / "cifar10.npz"
+    other.parent.mkdir()
+    np.savez(other, x_train=np.ones((2, 32, 32, 3), np.uint8), y_train=np.zeros(2, np.uint8))
+    import hashlib
+
+    monkeypatch.setitem(paper.DATA_NOTES, hashlib.sha256(copy.read_bytes()).hexdigest(),
+                        "decoded from JPEG")
+    assert paper.data_note(str(copy)) == "decoded from JPEG"
+    assert paper.data_note(str(other)) is None
+    assert paper.data_note("tfds:cifar10") is None and paper.data_note("") is None
+    rows = table.summarize("cifar10", {"ae": [{
+        "clustering_accuracy": 0.2, "nmi": 0.1, "classification_accuracy": 0.4,
+        "timings_s": {"total": 60.0}}]})
+    info = {"backend": "jax", "device": "CPU", "cpu_cores": 2}
+    lines = report.markdown("cifar10", rows, info, 1, 60.0, note="decoded from JPEG").splitlines()
+    assert lines[2] == "*decoded from JPEG*"
+    assert "JPEG" not in report.markdown("cifar10", rows, info, 1, 60.0)
+
+
+@pytest.mark.parametrize("classes", [3, 10, 15])
+def test_latent_map_colour_bar_has_one_tick_per_class(tmp_path, classes):
+    from training import plots
+
+    labels = np.arange(60) % classes
+    names = [f"class{c}" for c in range(classes)]
+    latents = {"raw": np.random.default_rng(0).normal(size=(60, 5))}
+    import matplotlib.pyplot as plt
+
+    captured = []
+    real = plt.Figure.colorbar
+
+    def spy(self, *a, **k):
+        bar = real(self, *a, **k)
+        captured.append(bar)
+        return bar
+
+    plt.Figure.colorbar = spy
+    try:
+        path = plots.latent_maps(latents, labels, tmp_path / "l.png", class_names=names)
+    finally:
+        plt.Figure.colorbar = real
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    (bar,) = captured
+    assert [t.get_text() for t in bar.ax.get_yticklabels()] == names
