@@ -173,19 +173,19 @@ def pictures(dataset, runs, data, args):
     """The PNGs of the runs `runs` (`{model: seed}`, see `pictured_runs`; `data`: a
     `training.data.RunData`), on the same test images: those of the lowest seed
     drawn."""
+    if not runs:
+        print("[table] no finished run folder on this machine: no reconstructions or "
+              "latent maps drawn", flush=True)
+        return []
     import keras
 
     from softvq_keras import Autoencoder  # noqa: F401  imports (registers) the custom layers
     from training import plots
 
-    if not runs:
-        print("[table] no finished run folder on this machine: no reconstructions or "
-              "latent maps drawn", flush=True)
-        return []
     info = data.info
     name = run_name(dataset)
     out = Path(args.out)
-    seed = min(runs.values(), default=0)
+    seed = min(runs.values())
     x_test, y_test, _ = data.sample("test", PICTURE_SAMPLE, seed)
     shown = plots.one_per_class(y_test, len(x_test))
     first = x_test[shown]
