@@ -36,6 +36,11 @@ VARIANTS = {
         "soft VQ, codewords no input picks are moved onto encoder outputs before "
         "every epoch",
     ),
+    "softvq+kmeans-init+restarts": (
+        "softvq", {"codebook_init": "kmeans", "dead_code_restarts": True},
+        "soft VQ, codebook re-initialized after epoch 1 by K-means of the latents, "
+        "and dead-code restarts before every epoch",
+    ),
     "softvq+per-code-variance": (
         "softvq", {"variance": "per_code"},
         "soft VQ with one free variance per codeword in place of the per-input s head",
