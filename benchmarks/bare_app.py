@@ -25,7 +25,8 @@ def create_app():
     from starlette.routing import Route
 
     from serving.batching import MicroBatcher
-    from serving.runtime import RunModel, default_run_dir
+    from serving.runtime import RunModel
+    from serving.store import default_run_dir
     from serving.validation import ImageSpec, InvalidInput, images_from_json
 
     model = RunModel(default_run_dir())

@@ -25,7 +25,8 @@
 import json
 import os
 
-from serving.runtime import RunFolderError, default_run_dir, read_config
+from serving.run_folder import RunFolderError, read_config
+from serving.store import default_run_dir
 from serving.validation import ImageSpec
 
 #: Default request body limit: 16 MiB (env `SOFTVQ_MAX_BODY_BYTES`).

@@ -11,7 +11,8 @@ fuzzer reading the spec) sends requests the model answers.
 
 import math
 
-from serving.runtime import RunFolderError, default_run_dir, read_config
+from serving.run_folder import RunFolderError, read_config
+from serving.store import default_run_dir
 
 #: Used when no run folder can be read at import time (e.g. `bentoml build`
 #: before a run exists): MNIST's shapes.

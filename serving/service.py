@@ -64,10 +64,10 @@ from serving.batching import MicroBatcher
 from serving.guard import RequestGuard, max_body_bytes
 from serving.logs import install_refusal_filter
 from serving.reconstruct import Reconstructor, per_image_shape
-from serving.runtime import RunModel, default_run_dir
+from serving.runtime import RunModel
 from serving.schema import images_schema, served_config
 from serving.startup import exit_nonzero_after_stop, load_or_stop
-from serving.store import hint_missing_packed_model, served_model, stored_tag
+from serving.store import default_run_dir, hint_missing_packed_model, served_model, stored_tag
 from serving.ui_app import ui_app
 from serving.validation import ImageSpec, InvalidInput, image_from_upload, images_from_json
 

@@ -25,7 +25,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from serving.runtime import RunFolderError, read_config
+from serving.run_folder import RunFolderError, read_config
 
 #: Run-folder files copied into the store: (name, needed).
 STORED_FILES = ("config.json", "encoder.keras", "classifier.keras", "kmeans.npz",
@@ -214,6 +214,21 @@ def served_model():
     if os.environ.get("SOFTVQ_RUN_DIR", "").strip():
         return None
     return PACKED_ALIAS if PACKED_ALIAS in _model_aliases() else None
+
+
+def default_run_dir():
+    """The run the service serves.
+
+    The folder of the stored model `$SOFTVQ_MODEL` (`NAME[:VERSION]`, the
+    newest version when none is given) or, in a Bento, of the model it packs
+    (`served_model`); else `$SOFTVQ_RUN_DIR`, else
+    `runs/digits-softvq`, the run the README's set-up command writes (relative
+    to the working directory). `RunFolderError` when the stored model is absent.
+    """
+    model = served_model()
+    if model:
+        return stored_run_dir(model)
+    return Path(os.environ.get("SOFTVQ_RUN_DIR", "").strip() or "runs/digits-softvq")
 
 
 def hint_missing_packed_model():

@@ -13,7 +13,8 @@ import functools
 import math
 from pathlib import Path
 
-from serving.runtime import RunFolderError, default_run_dir, read_config
+from serving.run_folder import RunFolderError, read_config
+from serving.store import default_run_dir, served_model, stored_tag
 
 UI_DIR = Path(__file__).resolve().parent / "ui"
 
@@ -71,8 +72,6 @@ def _keys_required():
 
 @functools.lru_cache(maxsize=1)
 def _cached_info():
-    from serving.store import served_model, stored_tag
-
     model = served_model()
     source = f"model {stored_tag(model)}" if model else f"run folder {default_run_dir().name}"
     return run_info(read_config(default_run_dir()), source)

@@ -9,6 +9,19 @@ Importing a Keras part registers every custom layer, the `Autoencoder` model and
 the `CodebookUsage` metric for `keras.saving.load_model`. When Keras is already
 imported, `import softvq_keras` does so at once, so that
 `import keras, softvq_keras; keras.saving.load_model(...)` works as it did.
+
+The layout, one concern per place (imports run downward only: `data` and
+`models` may use `layers` and `presets`, never the reverse):
+
+| where | what |
+|---|---|
+| `layers/` | the bottleneck layers, one file each, and their shared base |
+| `models/` | the paper's MLP / CNN autoencoders around a bottleneck (`build_autoencoder`) and the CNN decoder's sub-pixel layer |
+| `registry.py`, `presets.py` | command-line names to layers; each dataset's paper settings |
+| `callbacks.py` | codebook maintenance during `fit` (K-means init, dead-code restarts) |
+| `evaluation.py` | clustering accuracy, NMI, K-means, the linear probe |
+| `data/` | the image-data pipeline: built-in datasets, folders, `.npz`, tfds |
+| `optional.py` | imports of optional extras with a message naming the extra |
 """
 
 import importlib
@@ -18,9 +31,9 @@ __version__ = "0.1.0"
 
 #: Public name -> the submodule that defines it.
 _EXPORTS = {
-    "Autoencoder": "autoencoder",
-    "CodebookUsage": "autoencoder",
-    "build_autoencoder": "autoencoder",
+    "Autoencoder": "models.autoencoder",
+    "CodebookUsage": "models.autoencoder",
+    "build_autoencoder": "models.autoencoder",
     "Bottleneck": "layers",
     "IdentityBottleneck": "layers",
     "InformationDropout": "layers",
@@ -31,7 +44,7 @@ _EXPORTS = {
     "PRESETS": "presets",
     "dataset_info": "presets",
     "preset": "presets",
-    "SubPixelConv2DTranspose": "subpixel",
+    "SubPixelConv2DTranspose": "models.subpixel",
     "BOTTLENECKS": "registry",
     "bottleneck_settings": "registry",
     "make_bottleneck": "registry",
@@ -55,7 +68,7 @@ def __dir__():
 
 def _register_keras_parts():
     """Import the modules that register the custom objects (needs Keras)."""
-    importlib.import_module(f"{__name__}.autoencoder")
+    importlib.import_module(f"{__name__}.models.autoencoder")
     importlib.import_module(f"{__name__}.registry")
 
 

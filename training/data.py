@@ -1,7 +1,7 @@
 """The data of one run: its `ImageSource`, and what training and evaluation read from it.
 
 `open_data(dataset, data_dir, options)` opens any DATASET form
-(`softvq_keras.sources.open_source`: a built-in name, a folder, an `.npz` file,
+(`softvq_keras.data.open_source`: a built-in name, a folder, an `.npz` file,
 `tfds:NAME`) and turns its one-line `DataError` (and an unavailable copy) into
 the trainer's `UsageError`, before any model is built. `RunData` then gives:
 
@@ -36,7 +36,7 @@ RAW_SAMPLE = 10_000
 
 def data_kind(dataset):
     """`"builtin" | "folder" | "npz" | "tfds"` of a DATASET argument; `UsageError` otherwise."""
-    from softvq_keras.sources import DataError, source_kind
+    from softvq_keras.data import DataError, source_kind
 
     try:
         return source_kind(dataset)
@@ -45,8 +45,8 @@ def data_kind(dataset):
 
 
 def import_tensorflow():
-    """`import tensorflow` with its C++ start-up lines silenced (`softvq_keras.sources`)."""
-    from softvq_keras.sources import import_tensorflow as _import
+    """`import tensorflow` with its C++ start-up lines silenced (`softvq_keras.data`)."""
+    from softvq_keras.data import import_tensorflow as _import
 
     return _import()
 
@@ -62,7 +62,7 @@ def source_options(s):
 def open_data(dataset, data_dir=None, progress=None, **options):
     """`RunData` of `dataset`; `UsageError` (one line) for bad or unavailable data."""
     from softvq_keras.data import DataUnavailableError
-    from softvq_keras.sources import DataError, open_source
+    from softvq_keras.data import DataError, open_source
 
     try:
         return RunData(open_source(dataset, data_dir, progress=progress, **options))
@@ -105,7 +105,7 @@ class RunData:
     """One run's splits; see the module docstring. Build with `open_data`."""
 
     def __init__(self, source):
-        from softvq_keras.sources import ArraySource
+        from softvq_keras.data import ArraySource
 
         self.source = source
         self.info = source.info

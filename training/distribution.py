@@ -154,7 +154,7 @@ class Plan:
         left out (see `steps_per_epoch`)."""
         if not self.data_parallel:
             return dataset
-        from softvq_keras.sources import import_tensorflow
+        from softvq_keras.data import import_tensorflow
 
         tf = import_tensorflow()
         devices, processes, index = len(self.devices), self.processes, self.process_id
@@ -322,7 +322,7 @@ def _jax_name(device):
 
 
 def _setup_tensorflow(devices):
-    from softvq_keras.sources import import_tensorflow
+    from softvq_keras.data import import_tensorflow
 
     tf = import_tensorflow()
     gpus = tf.config.list_physical_devices("GPU")

@@ -129,13 +129,13 @@ def run_config(s, backend, info, hyper, data, bottleneck, plan=None):
 
 
 def _variance_sample():
-    from softvq_keras.sources import VARIANCE_SAMPLE
+    from softvq_keras.data import VARIANCE_SAMPLE
 
     return VARIANCE_SAMPLE
 
 
 def _parse_size(size):
-    from softvq_keras.images import parse_size
+    from softvq_keras.data.images import parse_size
 
     return parse_size(size) if isinstance(size, str) else tuple(size)
 

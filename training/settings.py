@@ -183,7 +183,7 @@ def require(condition, message):
 
 def check_settings(s, presets):
     """Refuse bad settings (`UsageError`) before any data or model is loaded."""
-    from softvq_keras.sources import DataError, source_kind
+    from softvq_keras.data import DataError, source_kind
 
     try:
         source_kind(s.dataset)

@@ -200,12 +200,13 @@ class FakeTfds:
 @pytest.mark.parametrize("reachable", [False, True])
 def test_tfds_fallback_without_network_or_with_failing_download(reachable, monkeypatch):
     from softvq_keras import data
+    from softvq_keras.data import availability
 
     fake = FakeTfds()
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
     monkeypatch.delenv("SOFTVQ_OFFLINE", raising=False)
     monkeypatch.delenv("SOFTVQ_DATA_DIR", raising=False)
-    monkeypatch.setattr(data, "_reachable", lambda *a, **k: reachable)
+    monkeypatch.setattr(availability, "reachable", lambda *a, **k: reachable)
     with pytest.raises(data.DataUnavailableError) as info:
         data.load("cifar10")
     message = str(info.value)

@@ -40,11 +40,14 @@ def test_presets_import_without_keras_or_a_backend():
 
 
 def test_public_names_resolve_to_their_modules_and_are_listed():
-    from softvq_keras import autoencoder, layers, registry
+    from softvq_keras import layers, models, registry
+    from softvq_keras.models import autoencoder, subpixel
 
     assert softvq_keras.SoftVectorQuantizer is layers.SoftVectorQuantizer
     assert softvq_keras.VectorQuantizer is layers.VectorQuantizer
-    assert softvq_keras.Autoencoder is autoencoder.Autoencoder
+    assert softvq_keras.Autoencoder is autoencoder.Autoencoder is models.Autoencoder
+    assert softvq_keras.build_autoencoder is models.build_autoencoder
+    assert softvq_keras.SubPixelConv2DTranspose is subpixel.SubPixelConv2DTranspose
     assert softvq_keras.make_bottleneck is registry.make_bottleneck
     assert set(softvq_keras.__all__) <= set(dir(softvq_keras))
     assert {"SoftVectorQuantizer", "build_autoencoder", "BOTTLENECKS"} <= set(softvq_keras.__all__)
@@ -88,7 +91,7 @@ def test_no_softvq_module_imports_tensorflow_bentoml_or_tfds_at_import_time():
         "print(json.dumps({'modules': names, 'loaded': [m for m in\n"
         "    ('tensorflow', 'tensorflow_datasets', 'bentoml') if m in sys.modules]}))"
     )
-    assert "softvq_keras.tfds_source" in found["modules"]
+    assert "softvq_keras.data.tfds" in found["modules"]
     assert "softvq_keras.layers.soft_vector_quantizer" in found["modules"]
     assert found["loaded"] == []
 
@@ -113,9 +116,9 @@ def test_tf_data_and_image_reading_without_tensorflow_or_pillow_name_the_train_e
     found = python(
         "import json, sys\n"
         "sys.modules['tensorflow'] = None; sys.modules['PIL'] = None\n"
-        "from softvq_keras import images, sources\n"
+        "from softvq_keras.data import images, availability\n"
         "out = []\n"
-        "for f in (sources.import_tensorflow, lambda: images.to_pil([[0]])):\n"
+        "for f in (availability.import_tensorflow, lambda: images.to_pil([[0]])):\n"
         "    try:\n"
         "        f(); out.append('imported')\n"
         "    except ImportError as e:\n"

@@ -2,6 +2,8 @@
 across the other two (each in a child process with its own KERAS_BACKEND)."""
 
 import json
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -109,3 +111,26 @@ def test_models_saved_here_load_under_the_other_backends(other, saved_models, py
         for key, diff in diffs.items():
             assert diff is not None, f"{name}: output {key!r} missing after loading under {other}"
             assert diff <= 1e-5, f"{name}/{key}: max |diff| {diff} under {other}"
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def test_a_model_saved_before_the_package_layout_moved_still_loads():
+    """`saved_before_layout.keras` was written by the code before issue 23 (JAX).
+
+    Its config names the old modules (`softvq_keras.autoencoder`,
+    `softvq_keras.subpixel`); the registered names find today's classes, on
+    every backend, with the same outputs (see tests/fixtures/make_saved_before_layout.py).
+    """
+    config = json.loads(zipfile.ZipFile(FIXTURES / "saved_before_layout.keras").read("config.json"))
+    assert config["module"] == "softvq_keras.autoencoder"  # really a pre-move file
+    loaded = keras.saving.load_model(FIXTURES / "saved_before_layout.keras")
+    expected = dict(np.load(FIXTURES / "saved_before_layout.npz"))
+    inputs = expected.pop("inputs")
+    assert type(loaded).__module__ == "softvq_keras.models.autoencoder"
+    assert loaded.pixel_variance == pytest.approx(0.25)
+    got = to_numpy(loaded(inputs, training=False))
+    assert set(got) == set(expected)
+    for key, value in expected.items():
+        np.testing.assert_allclose(got[key], value, rtol=1e-5, atol=1e-6, err_msg=key)

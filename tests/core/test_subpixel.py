@@ -7,7 +7,7 @@ import pytest
 import keras
 
 from softvq_keras import IdentityBottleneck, SubPixelConv2DTranspose, build_autoencoder
-from softvq_keras.subpixel import _phase_taps
+from softvq_keras.models.subpixel import _phase_taps
 
 from .conftest import BACKEND, gradients, to_numpy
 

@@ -12,7 +12,7 @@ import pytest
 from serving.auth import ApiKeyError, ApiKeyGuard, describe, load_api_keys
 from serving.guard import content_type_problem
 from serving.logs import RefusalFilter
-from serving.runtime import with_defaults
+from serving.run_folder import with_defaults
 from serving.schema import images_schema
 from serving.validation import ImageSpec, InvalidInput, image_from_upload, images_from_json
 

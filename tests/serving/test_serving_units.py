@@ -139,7 +139,8 @@ def test_batcher_error_reaches_every_waiter_and_it_keeps_working():
 
 
 def test_run_model_refuses_incomplete_and_inconsistent_folders(tmp_path):
-    from serving.runtime import RunFolderError, RunModel
+    from serving.run_folder import RunFolderError
+    from serving.runtime import RunModel
 
     with pytest.raises(RunFolderError, match="config.json does not exist"):
         RunModel(tmp_path)
@@ -154,7 +155,8 @@ def test_run_model_refuses_incomplete_and_inconsistent_folders(tmp_path):
 @pytest.mark.slow
 def test_run_model_matches_keras_and_rejects_mismatched_centroids(digits_run, reference,
                                                                   digits_images, tmp_path):
-    from serving.runtime import RunFolderError, RunModel
+    from serving.run_folder import RunFolderError
+    from serving.runtime import RunModel
 
     raw, _ = digits_images
     model = RunModel(digits_run, max_chunk=8)

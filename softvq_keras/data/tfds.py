@@ -5,36 +5,27 @@ folder) is used when there is one; otherwise it is downloaded and prepared when
 the machine is online, and the same clear `DataUnavailableError` as for the
 built-in datasets is raised at once when it is not (`SOFTVQ_OFFLINE=1`, or the
 server unreachable). Images are read with `builder.as_dataset` and converted
-with the same Pillow code as folder images (`softvq_keras.images.convert`).
+with the same Pillow code as folder images (`softvq_keras.data.images.convert`).
 The `train` and `test` splits are used when the set has both; otherwise the
 last `test_fraction` of `train` is the test split (tfds split slicing).
 """
 
-import logging
-import os
-from contextlib import contextmanager
-
 import numpy as np
 
-from softvq_keras import images
-from softvq_keras.images import DataError
-from softvq_keras.optional import import_optional
-from softvq_keras.sources import ImageSource, _custom_info, _preprocessing, import_tensorflow
+from softvq_keras.data import images
+from softvq_keras.data.availability import (
+    DataUnavailableError,
+    download_refusal,
+    import_tensorflow,
+    import_tfds,
+    offline_message,
+    quiet_absl,
+)
+from softvq_keras.data.images import DataError
+from softvq_keras.data.source import ImageSource, custom_info, preprocessing_record
 
 #: Images looked at to decide the default size and channel count.
 SHAPE_SAMPLE = 256
-
-
-@contextmanager
-def quiet_absl():
-    """Silence absl's warnings (e.g. "Variant folder ... has no dataset_info.json")."""
-    logger = logging.getLogger("absl")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 class TfdsSource(ImageSource):
@@ -107,16 +98,8 @@ class TfdsSource(ImageSource):
 
 def _builder(name, data_dir):
     """The prepared builder of `name`, downloading it when allowed; else raise."""
-    from softvq_keras.data import DataUnavailableError, _offline_message, _reachable
-
     spec = f"tfds:{name}"
-    try:
-        import_tensorflow()
-        tfds = import_optional("tensorflow_datasets", "train", "a tensorflow-datasets dataset")
-    except ImportError as e:
-        raise DataUnavailableError(
-            _offline_message(spec, data_dir, str(e).rstrip("."))
-        ) from None
+    tfds = import_tfds(spec, data_dir)
     with quiet_absl():
         try:
             builder = tfds.builder(name, data_dir=data_dir)
@@ -124,21 +107,18 @@ def _builder(name, data_dir):
             raise DataError(f"{spec}: not a tensorflow-datasets name ({str(e).splitlines()[0]})") from None
         if builder.is_prepared():
             return builder
-        if os.environ.get("SOFTVQ_OFFLINE") == "1":
-            reason = "SOFTVQ_OFFLINE=1 forbids downloads"
-        elif not _reachable():
-            reason = "the download server is unreachable"
-        else:
+        reason = download_refusal()
+        if reason is None:
             try:
                 builder.download_and_prepare()
                 return builder
             except Exception as e:
                 reason = f"the download failed ({str(e).splitlines()[0]})"
-    raise DataUnavailableError(_offline_message(spec, data_dir, reason))
+    raise DataUnavailableError(offline_message(spec, data_dir, reason))
 
 
 def open_tfds(name, data_dir, options, progress=None):
-    """The `TfdsSource` of `tfds:NAME` (see `softvq_keras.sources.open_source`)."""
+    """The `TfdsSource` of `tfds:NAME` (see `softvq_keras.data.open_source`)."""
     builder = _builder(name, data_dir)
     features = builder.info.features
     if "image" not in features:
@@ -164,12 +144,12 @@ def open_tfds(name, data_dir, options, progress=None):
     if first is None:
         raise DataError(f"tfds:{name}: the training split is empty")
     names = list(features["label"].names) if labelled else None
-    info = _custom_info(
+    info = custom_info(
         f"tfds:{name}", "tfds", first, all(grays), options, labelled=labelled,
         class_names=names, num_train=counts["train"], num_test=counts["test"],
         source=f"tensorflow-datasets:{name}", split_given="test" in splits.values(),
     )
     stored = np.shape(example["image"])
     one = len(stored) == 2 or stored[-1] == 1
-    info.preprocessing = _preprocessing(sizes, info.image_shape[:2], one != (info.channels == 1))
+    info.preprocessing = preprocessing_record(sizes, info.image_shape[:2], one != (info.channels == 1))
     return TfdsSource(info, builder, splits, counts)

@@ -4,7 +4,7 @@ import keras
 from keras import layers, ops
 
 from softvq_keras.layers.base import Bottleneck
-from softvq_keras.subpixel import IMPLEMENTATIONS, SubPixelConv2DTranspose
+from softvq_keras.models.subpixel import IMPLEMENTATIONS, SubPixelConv2DTranspose
 
 
 @keras.saving.register_keras_serializable(package="softvq")

@@ -1,4 +1,4 @@
-"""Dataset loading: a local copy first, then tensorflow-datasets, never a hang.
+"""The built-in datasets (mnist, svhn, cifar10, digits): a local copy, then tensorflow-datasets.
 
 `load(name)` returns a `Splits` of float32 arrays scaled as the paper says
 (MNIST and digits in [0, 1], flattened; SVHN and CIFAR-10 in [-0.5, 0.5],
@@ -13,22 +13,26 @@
    With `SOFTVQ_OFFLINE=1`, or when the download server cannot be reached in a
    few seconds, the loader stops with `DataUnavailableError` saying how to
    provide the `.npz` instead of retrying for minutes.
+
+`open_builtin` wraps the same arrays as an `ArraySource` for `open_source`.
 """
 
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from softvq_keras.presets import dataset_info
-
-DOWNLOAD_HOST = ("storage.googleapis.com", 443)
-
-
-class DataUnavailableError(RuntimeError):
-    """The dataset has no local copy and cannot be downloaded right now."""
+from softvq_keras.data.availability import (
+    DataUnavailableError,
+    download_refusal,
+    import_tfds,
+    offline_message,
+    quiet_absl,
+)
+from softvq_keras.data.images import DataError
+from softvq_keras.data.source import ArraySource, SourceInfo, preprocessing_record
+from softvq_keras.presets import class_names, dataset_info
 
 
 @dataclass
@@ -54,34 +58,6 @@ def preprocess(name, raw):
     x = np.asarray(raw, dtype=np.float32)
     x = x.reshape((x.shape[0],) + tuple(info.input_shape))
     return x / np.float32(info.pixel_max) + np.float32(info.offset)
-
-
-def _offline_message(name, data_dir, reason):
-    where = (
-        f"There is no local copy in {str(data_dir)!r}."
-        if data_dir
-        else "There is no local copy: neither --data-dir nor SOFTVQ_DATA_DIR names a folder."
-    )
-    if str(name).startswith("tfds:"):
-        return (
-            f"Dataset {name!r} is not available: {reason}. {where} Run once with internet "
-            "access so tensorflow-datasets can download and prepare it (or pass --data-dir "
-            "FOLDER naming a tensorflow-datasets folder that holds it); a folder of images "
-            "or an .npz file works offline."
-        )
-    extra = (
-        " For SVHN the canonical train_32x32.mat and test_32x32.mat files in "
-        "that folder work too."
-        if name == "svhn"
-        else ""
-    )
-    return (
-        f"Dataset {name!r} is not available: {reason}. {where} To use it offline, put "
-        f"{name}.npz (np.savez with uint8 arrays x_train, y_train, x_test, y_test and "
-        "labels 0-9) in a folder and pass --data-dir FOLDER or set SOFTVQ_DATA_DIR=FOLDER; "
-        "or run once with internet access so tensorflow-datasets can download and prepare "
-        f"it.{extra} The 'digits' dataset needs nothing downloaded."
-    )
 
 
 def _read_npz(path):
@@ -129,30 +105,11 @@ def _digits():
     return (x_tr, y_tr, x_te, y_te), "sklearn.datasets.load_digits"
 
 
-def _reachable(host=DOWNLOAD_HOST, timeout=3.0):
-    try:
-        socket.create_connection(host, timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
 def _tfds(name, data_dir):
-    try:
-        from softvq_keras.optional import import_optional
-        from softvq_keras.sources import import_tensorflow
-
-        import_tensorflow()
-        tfds = import_optional("tensorflow_datasets", "train", "a tensorflow-datasets dataset")
-    except ImportError as e:
-        raise DataUnavailableError(
-            _offline_message(name, data_dir, str(e).rstrip("."))
-        ) from None
+    tfds = import_tfds(name, data_dir)
     tfds_name = dataset_info(name).tfds_name
 
     def as_arrays(download):
-        from softvq_keras.tfds_source import quiet_absl
-
         with quiet_absl():
             train, test = tfds.load(
                 tfds_name, split=["train", "test"], batch_size=-1, as_supervised=True,
@@ -165,19 +122,14 @@ def _tfds(name, data_dir):
         return as_arrays(download=False), f"tensorflow-datasets:{tfds_name}"
     except Exception:  # not prepared locally: try to download
         pass
-    if os.environ.get("SOFTVQ_OFFLINE") == "1":
-        raise DataUnavailableError(
-            _offline_message(name, data_dir, "SOFTVQ_OFFLINE=1 forbids downloads")
-        )
-    if not _reachable():
-        raise DataUnavailableError(
-            _offline_message(name, data_dir, "the download server is unreachable")
-        )
+    refusal = download_refusal()
+    if refusal:
+        raise DataUnavailableError(offline_message(name, data_dir, refusal))
     try:
         return as_arrays(download=True), f"tensorflow-datasets:{tfds_name}"
     except Exception as e:
         raise DataUnavailableError(
-            _offline_message(name, data_dir, f"the download failed ({e})")
+            offline_message(name, data_dir, f"the download failed ({e})")
         ) from e
 
 
@@ -211,3 +163,25 @@ def load(name, data_dir=None):
         y_te.reshape(-1),
         source,
     )
+
+
+def open_builtin(dataset, data_dir, options):
+    """The `ArraySource` of a built-in dataset (see `softvq_keras.data.open_source`)."""
+    for flag in ("image_size", "channels", "architecture"):
+        if options.get(flag) is not None:
+            raise DataError(
+                f"--{flag.replace('_', '-')} applies to folders, .npz files and tfds: "
+                f"datasets, not to the built-in {dataset!r} (its paper settings are fixed)"
+            )
+    d = dataset_info(dataset)
+    (x_tr, y_tr, x_te, y_te), where = load_raw(dataset, data_dir)
+    shape = tuple(d.image_shape)
+    info = SourceInfo(
+        dataset=dataset, kind="builtin", image_shape=shape, input_shape=tuple(d.input_shape),
+        channels=shape[-1] if len(shape) == 3 else 1, pixel_max=d.pixel_max, offset=d.offset,
+        architecture=d.architecture, preset=dataset, labelled=True,
+        class_names=class_names(dataset), num_train=len(x_tr), num_test=len(x_te), source=where,
+        preprocessing=preprocessing_record({shape[:2]: 1}, shape[:2], False),
+    )
+    x_tr, x_te = x_tr.reshape((-1,) + shape), x_te.reshape((-1,) + shape)
+    return ArraySource(info, {"train": (x_tr, y_tr), "test": (x_te, y_te)})

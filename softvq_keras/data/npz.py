@@ -8,9 +8,9 @@ be converted, labels that do not fit. Without `x_test` a seeded test split of
 
 import numpy as np
 
-from softvq_keras import images
-from softvq_keras.images import DataError
-from softvq_keras.sources import ArraySource, _custom_info, _preprocessing
+from softvq_keras.data import images
+from softvq_keras.data.images import DataError
+from softvq_keras.data.source import ArraySource, custom_info, preprocessing_record
 
 
 def _split_arrays(x, y, test_fraction, seed):
@@ -24,7 +24,7 @@ def _split_arrays(x, y, test_fraction, seed):
 
 
 def open_npz(path, options):
-    """The `ArraySource` of an `.npz` file (see `softvq_keras.sources.open_source`)."""
+    """The `ArraySource` of an `.npz` file (see `softvq_keras.data.open_source`)."""
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
@@ -80,13 +80,13 @@ def open_npz(path, options):
         c == 3 and np.array_equal(x[..., 0], x[..., 1]) and np.array_equal(x[..., 0], x[..., 2])
         for c, x in zip(stored, (train[0][:1000], test[0][:1000]))
     )
-    info = _custom_info(
+    info = custom_info(
         path, "npz", tuple(first.shape[1:3]), all_gray, options, labelled=labelled,
         class_names=names, num_train=len(train[0]), num_test=len(test[0]), source=str(path),
         split_given=not options.get("split_drawn", False),
     )
     converted = any((c == 1) != (info.channels == 1) for c in stored)
-    info.preprocessing = _preprocessing(sizes, info.image_shape[:2], converted)
+    info.preprocessing = preprocessing_record(sizes, info.image_shape[:2], converted)
     result = {}
     for key, (x, y) in (("train", train), ("test", test)):
         if tuple(x.shape[1:]) != tuple(info.image_shape):
