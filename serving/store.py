@@ -6,7 +6,9 @@
 A stored model is a copy of the run folder's files the service reads
 (docs/ARTIFACTS.md): `config.json`, `encoder.keras`, `classifier.keras`
 (labelled runs), `kmeans.npz`, `metrics.json` and `autoencoder.keras` (for
-`/reconstruct`); never `checkpoint/` or `saved_model/`. Its labels
+`/reconstruct`), and `export/` (ONNX, LiteRT, OpenVINO files and their
+`manifest.json`, `python -m training.export`) when the run has one; never
+`checkpoint/` or `saved_model/`. Its labels
 (`bentoml models get TAG`) hold the dataset, model, backend and headline
 metrics; its metadata the whole metrics.json, the image shape, scaling and
 the library versions of the run.
@@ -30,6 +32,8 @@ from serving.run_folder import RunFolderError, read_config
 #: Run-folder files copied into the store: (name, needed).
 STORED_FILES = ("config.json", "encoder.keras", "classifier.keras", "kmeans.npz",
                 "metrics.json", "autoencoder.keras")
+#: `python -m training.export`'s folder, copied along when it has a manifest.json.
+EXPORT_DIR = "export"
 #: Metrics copied into the labels (shown by `bentoml models get`).
 LABEL_METRICS = ("clustering_accuracy", "nmi", "classification_accuracy",
                  "reconstruction_error", "codebook_usage", "perplexity")
@@ -145,10 +149,24 @@ def save_run(run_dir, name=None):
     config, metrics = check_finished(run_dir)
     name = check_name(name) if name else default_name(config)
     labels, metadata = labels_and_metadata(config, metrics)
+    export = Path(run_dir) / EXPORT_DIR
+    if (export / "manifest.json").is_file():
+        labels["exports"] = ",".join(_exported_formats(export))
     with bentoml.models.create(name, labels=labels, metadata=metadata, module=MODULE) as model:
         for file in needed_files(config):
             shutil.copy2(Path(run_dir) / file, model.path_of(file))
+        if "exports" in labels:
+            shutil.copytree(export, model.path_of(EXPORT_DIR))
     return str(model.tag)
+
+
+def _exported_formats(export):
+    """The formats listed in `export/manifest.json` (empty when unreadable)."""
+    try:
+        return sorted(json.loads((export / "manifest.json").read_text(encoding="utf-8"))
+                      .get("formats", {}))
+    except (OSError, ValueError, AttributeError):
+        return []
 
 
 @functools.lru_cache(maxsize=8)

@@ -21,12 +21,13 @@ KMEANS = "kmeans.npz"
 METRICS = "metrics.json"
 SAVED_MODEL = "saved_model"
 CHECKPOINT = "checkpoint"  # BackupAndRestore's folder while a run is unfinished
+EXPORT = "export"  # `python -m training.export`: ONNX, LiteRT, OpenVINO, SavedModel
 
 #: Files every finished run has (plus `saved_model/` under TensorFlow).
 FINISHED_RUN_FILES = (CONFIG, HISTORY, ENCODER, AUTOENCODER, CLASSIFIER, KMEANS, METRICS)
 
 #: Everything a run may write; `--overwrite` removes exactly these.
-RUN_ENTRIES = (*FINISHED_RUN_FILES, SAVED_MODEL, CHECKPOINT)
+RUN_ENTRIES = (*FINISHED_RUN_FILES, SAVED_MODEL, CHECKPOINT, EXPORT)
 
 
 def temporary_path(path):
@@ -76,13 +77,33 @@ def write_npz(path, **arrays):
     return path
 
 
-def save_keras_model(model, path):
-    """`model.save` to `*.tmp.keras`, then rename onto `path`."""
+def save_keras_model(model, path, optimizer=True):
+    """`model.save` to `*.tmp.keras`, then rename onto `path`.
+
+    `optimizer=False` saves an uncompiled copy of a compiled model: its
+    configuration and variables without the optimizer's state (Adam's two
+    moments triple the file: 32 MB instead of 11 MB for the digits MLP) and
+    without a compile configuration, for inference and export. The training
+    state `--resume` needs lives in `checkpoint/`, not here.
+    """
     path = Path(path)
     tmp = temporary_path(path)
+    if not optimizer and getattr(model, "optimizer", None) is not None:
+        model = inference_copy(model)
     model.save(tmp)
     os.replace(tmp, path)
     return path
+
+
+def inference_copy(model):
+    """An uncompiled model of `model`'s class and configuration with its variables."""
+    copy = type(model).from_config(model.get_config())
+    if len(copy.variables) != len(model.variables):
+        raise ValueError(f"cannot copy {model.name!r}: {len(copy.variables)} variables "
+                         f"rebuilt from its configuration, {len(model.variables)} in it")
+    for target, source in zip(copy.variables, model.variables):
+        target.assign(source.value)
+    return copy
 
 
 def export_saved_model(model, path):

@@ -16,6 +16,7 @@ from dataclasses import fields
 from training import artifacts
 from training.distribution import DistributedRunError, is_chief_process
 from training.evaluate import OneLineErrorParser, format_summary
+from training.export import ExportFailed
 from training.run import train_and_export
 from training.settings import (
     ADAM_EPSILON,
@@ -78,7 +79,8 @@ def build_parser(presets=None):
         ),
         epilog=_defaults_table(presets)
         + "\n\nexit codes: 0 done; 1 another process of a multi-process run failed; "
-        "2 bad arguments, run folder or data; 3 NaN loss.",
+        "2 bad arguments, run folder or data, or a package --export needs; 3 NaN loss, "
+        "or an --export that differs from its .keras model (the run itself is finished).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     preset_default = "(default: the dataset's preset, below)"
@@ -217,6 +219,13 @@ def build_parser(presets=None):
         help="delete a previous run's files in the folder and start over "
         "(without --resume/--overwrite a non-empty folder is refused)",
     )
+    io.add_argument(
+        "--export", metavar="FORMATS",
+        help="once the run is finished, export it with python -m training.export: onnx, "
+        "litert, openvino, saved_model or all, comma-separated (needs the export extra; "
+        "runs under TensorFlow whatever --backend; exit 3 when an export differs from its "
+        ".keras model)",
+    )
     ev = parser.add_argument_group("evaluation")
     ev.add_argument(
         "--kmeans-init", type=int, default=100,
@@ -256,8 +265,11 @@ def main(argv=None):
     parser = build_parser(presets)
     args = parser.parse_args(argv)
     settings = FitSettings(**{f.name: getattr(args, f.name) for f in fields(FitSettings)})
+    export_failed = None
     try:
         run_dir = train_and_export(settings)
+    except ExportFailed as e:  # the run is finished: say so, then why the export is not
+        run_dir, export_failed = settings.run_dir, e
     except UsageError as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -278,4 +290,7 @@ def main(argv=None):
     metrics = artifacts.read_json(run_dir / artifacts.METRICS)
     print(f"Wrote {run_dir}/ ({', '.join(sorted(p.name for p in run_dir.iterdir()))})")
     print(format_summary(metrics))
+    if export_failed is not None:
+        print(f"{parser.prog}: error: {export_failed}", file=sys.stderr)
+        return export_failed.code
     return 0

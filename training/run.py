@@ -242,10 +242,15 @@ def train_and_export(settings, callbacks=()):
     plan = distribution.setup(backend, settings.devices)
     try:
         with distribution.precision(settings.precision):
-            return _train_and_export(
+            run_dir = _train_and_export(
                 settings, callbacks, presets, backend, plan, data, timer, started_at)
     finally:
         plan.close()
+    if settings.export and plan.is_chief:
+        from training.export import export_in_subprocess
+
+        export_in_subprocess(run_dir, settings.export, settings.data_dir)
+    return run_dir
 
 
 def _train_and_export(settings, callbacks, presets, backend, plan, data, timer, started_at):
@@ -334,7 +339,7 @@ def _train_and_export(settings, callbacks, presets, backend, plan, data, timer, 
         )
     with timer.phase("export"):
         artifacts.save_keras_model(encoder, run_dir / artifacts.ENCODER)
-        artifacts.save_keras_model(autoencoder, run_dir / artifacts.AUTOENCODER)
+        artifacts.save_keras_model(autoencoder, run_dir / artifacts.AUTOENCODER, optimizer=False)
         if backend == "tensorflow":
             artifacts.export_saved_model(encoder, run_dir / artifacts.SAVED_MODEL)
     fit_downstream(run_dir, encoder, data, config, timer)

@@ -122,6 +122,8 @@ class FitSettings:
     skip_bad_images: bool = False
     kmeans_sample: int = KMEANS_SAMPLE
     clusters: int | None = None  # None: the number of classes, else DEFAULT_CLUSTERS
+    # `--export onnx,litert,...`: `python -m training.export` once the run is finished.
+    export: str | None = None
 
     @property
     def run_dir(self):
@@ -179,6 +181,21 @@ def require(condition, message):
     """Raise `UsageError(message)` unless `condition`."""
     if not condition:
         raise UsageError(message)
+
+
+def check_export(text):
+    """The formats of `--export` (`training.export_formats`), their packages installed,
+    checked before training; `UsageError` otherwise."""
+    from training.export_formats import missing_packages, parse_formats, pip_command
+
+    try:
+        formats = parse_formats(text)
+    except ValueError as e:
+        raise UsageError(f"--export: {e}") from None
+    missing = missing_packages(formats)
+    require(not missing, f"--export {text} needs {', '.join(missing)}, not installed: "
+                         f"{pip_command(missing)}")
+    return formats
 
 
 def check_settings(s, presets):
@@ -257,6 +274,8 @@ def check_settings(s, presets):
     if s.data_dir is not None:
         require(Path(s.data_dir).is_dir(), f"--data-dir {s.data_dir!r} is not a directory")
     require(not (s.resume and s.overwrite), "--resume and --overwrite exclude each other")
+    if s.export is not None:
+        check_export(s.export)
     require(s.precision in PRECISIONS,
              f"--precision must be one of {', '.join(PRECISIONS)}; got {s.precision!r}")
     require(s.devices is None or (isinstance(s.devices, int) and s.devices >= 1),
