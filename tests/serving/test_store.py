@@ -283,3 +283,22 @@ def test_a_model_that_cannot_load_stops_the_server_with_one_line(tmp_path, env, 
     assert ours[0].startswith("softvq: cannot load the model, the server stops: RunFolderError: ")
     assert message in ours[0]
     assert "Traceback" not in proc.stderr
+
+
+def test_store_carries_the_export_folder_along(run_copy, tmp_path):
+    export = run_copy / "export"
+    export.mkdir()
+    (export / "manifest.json").write_text(json.dumps({"formats": {"onnx": {}, "litert": {}}}))
+    (export / "encoder.onnx").write_bytes(b"an onnx file")
+    (export / "saved_model").mkdir()
+    (export / "saved_model" / "saved_model.pb").write_bytes(b"pb")
+    home = tmp_path / "home"
+    proc = _run([sys.executable, "-m", "serving.store", str(run_copy)], home)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    name, version = proc.stdout.strip().split(":")
+    model_dir = home / "models" / name / version
+    assert (model_dir / "export" / "encoder.onnx").read_bytes() == b"an onnx file"
+    assert (model_dir / "export" / "saved_model" / "saved_model.pb").read_bytes() == b"pb"
+    assert {p.name for p in model_dir.iterdir()} - {"model.yaml"} == RUN_FILES | {"export"}
+    labels = yaml.safe_load((model_dir / "model.yaml").read_text())["labels"]
+    assert labels["exports"] == "litert,onnx"
