@@ -473,8 +473,8 @@ def build_parser():
             "export runs under Keras' TensorFlow backend whatever backend trained the run "
             "(this command sets it; the .keras files load under any backend)."
         ),
-        epilog=("needs: pip install 'softvq-keras[export]' (onnx, onnxruntime, tf2onnx, "
-                "ai-edge-litert, openvino; TensorFlow from [train]). exit codes: 0 done; "
+        epilog=("needs: pip install 'softvq-keras[export]' (tensorflow-cpu, onnx, onnxruntime, "
+                "tf2onnx, ai-edge-litert, openvino). exit codes: 0 done; "
                 "2 bad run folder, test data or missing package; 3 an export differs from "
                 "its .keras model (export/ is left as it was)."),
     )

@@ -136,26 +136,39 @@ def test_the_exports_agree_with_the_keras_models_run_here(exported, finished_run
     assert (probabilities.argmax(1) == p.argmax(1)).all()
 
 
-def _stand_ins(offset):
-    """Code that replaces the converters by stand-ins writing 7-byte files, and the
-    runtimes by the `.keras` models themselves, `offset` added to the encoder's latents:
-    the export's own logic (check, manifest, atomic folder) without a conversion."""
-    return (
-        "import numpy as np, training.export as e; from pathlib import Path; "
-        "files_of = e.files_of; models = {}; load = e.load_models; "
-        "e.load_models = lambda *a: models.update(load(*a)) or models; "
-        "e.write = lambda fmt, model, folder, name: "
-        "[(Path(folder) / f).write_bytes(b'stand-in') and f for f in files_of(fmt, name)]; "
-        "e.runner = lambda fmt, path, endpoint=None: (lambda name: lambda x: "
-        f"models[name].predict(x, verbose=0) + ({offset} if name == 'encoder' else 0))"
-        "(Path(path).name.split('.')[0]); "
-    )
+@pytest.fixture
+def stand_ins(monkeypatch):
+    """Run the export in this process (whatever its backend) with stand-ins for the
+    converters (7-byte files) and the runtimes (the `.keras` models themselves, `offset[0]`
+    added to the encoder's latents): its own logic (check, manifest, atomic folder, exit
+    codes) without a conversion. Returns the `offset` list to change."""
+    from training import export
+
+    offset, models, load = [0.0], {}, export.load_models
+
+    def write(fmt, model, folder, name):
+        files = export.files_of(fmt, name)
+        for file in files:
+            (Path(folder) / file).write_bytes(b"stand-in")
+        return files
+
+    def runner(fmt, path, endpoint=None):
+        name = Path(path).name.split(".")[0]
+        return lambda x: models[name].predict(x, verbose=0) + (
+            offset[0] if name == "encoder" else 0)
+
+    monkeypatch.setattr(export, "use_tensorflow", lambda: None)
+    monkeypatch.setattr(export, "load_models", lambda *a: models.update(load(*a)) or models)
+    monkeypatch.setattr(export, "write", write)
+    monkeypatch.setattr(export, "runner", runner)
+    return offset
 
 
-def test_a_second_export_replaces_its_format_and_keeps_the_others(exported):
+def test_a_second_export_replaces_its_format_and_keeps_the_others(exported, stand_ins):
+    from training.export import main
+
     run, _, before = exported
-    proc = _export([run, "--format", "litert"], code_prefix=_stand_ins(0))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert main([str(run), "--format", "litert"]) == 0
     after = json.loads((run / "export" / "manifest.json").read_text())
     assert set(after["files"]) == set(before["files"])
     for name, entry in after["files"].items():
@@ -168,19 +181,40 @@ def test_a_second_export_replaces_its_format_and_keeps_the_others(exported):
     assert (run / "export" / "encoder.tflite").read_bytes() == b"stand-in"
 
 
-def test_a_mismatching_export_stops_with_exit_3_and_leaves_export_alone(exported):
+def test_a_mismatching_export_stops_with_exit_3_and_leaves_export_alone(exported, stand_ins,
+                                                                        capsys):
+    from training.export import main
+
     run, _, _ = exported
     manifest_before = (run / "export" / "manifest.json").read_bytes()
-    proc = _export([run, "--format", "onnx"], code_prefix=_stand_ins(2e-3))
-    assert proc.returncode == 3, proc.stderr[-3000:]
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("python -m")]
-    assert len(lines) == 1 and "Traceback" not in proc.stderr
+    stand_ins[0] = 2e-3
+    assert main([str(run), "--format", "onnx"]) == 3
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1
     assert lines[0].startswith("python -m training.export: error: onnx: encoder.onnx latents "
                                "differ from encoder.keras by up to 0.002 (> 0.0001)")
     assert "nothing was written to export/" in lines[0]
     assert (run / "export" / "manifest.json").read_bytes() == manifest_before
     assert (run / "export" / "encoder.onnx").stat().st_size > 1000  # not the stand-in
     assert not list(run.glob("export.*"))
+
+
+def test_a_run_without_labels_exports_encoder_and_centroids(own_image_runs, stand_ins,
+                                                             tmp_path):
+    from training.export import main
+
+    _, source, _ = own_image_runs["loose"]
+    run = tmp_path / "loose"
+    run.mkdir()
+    for file in set(COPIED) - {"classifier.keras"}:
+        shutil.copy2(source / file, run / file)
+    assert main([str(run), "--format", "onnx,litert"]) == 0
+    manifest = json.loads((run / "export" / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"encoder.onnx", "autoencoder.onnx", "encoder.tflite"}
+    assert manifest["labelled"] is False and manifest["class_names"] is None
+    assert manifest["kmeans"]["cluster_to_label"] is None
+    assert len(manifest["kmeans"]["centroids"]) == 4  # --clusters 4
+    assert manifest["formats"]["litert"]["models"] == {"encoder": "encoder.tflite"}
 
 
 def test_refusals_exit_2_with_one_line(tmp_path, finished_run):
@@ -269,3 +303,19 @@ def test_autoencoder_keras_holds_no_optimizer_state(finished_run):
     x = np.random.default_rng(0).random((4, 64)).astype(np.float32)
     np.testing.assert_allclose(model.predict(x, verbose=0)["latent"],
                                encoder.predict(x, verbose=0), rtol=0, atol=1e-6)
+
+
+def test_a_cnn_run_exports(own_image_runs, tmp_path):
+    """The CNN (with its sub-pixel decoder) of an RGB folder run, checked on the folder's
+    own test images."""
+    _, source, _ = own_image_runs["rgb"]
+    run = _copy_run(source, tmp_path / "rgb")
+    proc = _export([run, "--format", "onnx"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = json.loads((run / "export" / "manifest.json").read_text())
+    files = manifest["files"]
+    assert files["encoder.onnx"]["max_abs_diff"] <= 1e-4
+    assert files["autoencoder.onnx"]["max_abs_diff"] <= 1e-4
+    assert files["classifier.onnx"]["same_classes"] == manifest["check"]["images"]
+    assert manifest["input"]["shape"] == [None, 16, 16, 3]
+    assert manifest["input"]["offset"] == -0.5 and manifest["input"]["channels"] == 3
