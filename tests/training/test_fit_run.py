@@ -300,15 +300,21 @@ def test_ema_codebook_and_adam_epsilon_reach_training_and_config(tmp_path, small
     """--codebook-update ema moves the codebook without a codebook loss term;
     --adam-epsilon reaches the optimizer and config.json."""
     seen = CodebookAt()
+
+    class Epsilon(keras.callbacks.Callback):  # autoencoder.keras carries no optimizer
+        def on_train_begin(self, logs=None):
+            self.value = float(self.model.optimizer.epsilon)
+
+    epsilon = Epsilon()
     out = run("digits", "vq", out=tmp_path / "ema", codebook_update="ema",
-              adam_epsilon=1e-9, callbacks=[seen], **{**small_run, "epochs": 2})
+              adam_epsilon=1e-9, callbacks=[seen, epsilon], **{**small_run, "epochs": 2})
     config = read(out, artifacts.CONFIG)
     assert config["bottleneck"]["codebook_update"] == "ema"
     assert config["adam_epsilon"] == pytest.approx(1e-9)
     first, second = seen.codebooks
     assert np.abs(second - first).max() > 1e-4  # EMA assignments happened inside fit
+    assert epsilon.value == pytest.approx(1e-9)
     autoencoder = keras.saving.load_model(out / artifacts.AUTOENCODER)
-    assert autoencoder.optimizer.epsilon == pytest.approx(1e-9)
     stats = [w for w in autoencoder.get_layer("bottleneck").weights if "ema" in w.path]
     assert len(stats) == 2 and all(not w.trainable for w in stats)
     # The codebook term is still logged but no longer part of the loss:
