@@ -26,9 +26,12 @@ The export runs under Keras' TensorFlow backend whatever backend trained the
 run (the `.keras` files load under any backend): this command sets it.
 Exit codes: 0; 2 a bad run folder, unavailable test data or a missing package
 (with the pip command); 3 an export that does not match its `.keras` model.
+
+Here: the command and `export_run` (load, write, check, swap the folder in);
+`training.export_formats` the writers and runtimes, `training.export_check` the
+comparison, `training.export_manifest` manifest.json.
 """
 
-import hashlib
 import os
 import shutil
 import sys
@@ -39,27 +42,29 @@ from pathlib import Path
 import numpy as np
 
 from training import artifacts
+from training.export_check import CHECK_IMAGES, TOLERANCE, MismatchError, Reference, compare
 from training.export_formats import (
     FORMATS,
     MODULES,
     OPENVINO_CONFIG,
     ExportError,
-    files_of,
+    files_of,  # noqa: F401 - used through this module by tests' stand-ins
     missing_packages,
     parse_formats,
     pip_command,
     runner,
-    versions,
     write,
     write_saved_model,
 )
+from training.export_manifest import (
+    DESCRIPTIONS,
+    MANIFEST,
+    file_size,
+    describe,
+    manifest_base,
+    old_entries,
+)
 
-MANIFEST = "manifest.json"
-MANIFEST_VERSION = 1
-#: Largest difference allowed between an export and its `.keras` model.
-TOLERANCE = 1e-4
-#: Test images every export is checked on (all of the split when it has fewer).
-CHECK_IMAGES = 256
 EXIT_USAGE = 2
 EXIT_MISMATCH = 3
 #: The models each format carries (the ONNX one also the reconstruction).
@@ -70,19 +75,10 @@ MODELS = {
 }
 RUNTIMES = {"onnx": "onnxruntime", "litert": "ai-edge-litert", "openvino": "openvino",
             "saved_model": "tensorflow"}
-DESCRIPTIONS = {
-    "encoder": "scaled image batch (N,) + input_shape -> latent z (N, latent_dim)",
-    "classifier": "latent z (N, latent_dim) -> class probabilities (N, num_classes), softmax",
-    "autoencoder": "scaled image batch -> reconstruction, scaled as the input",
-}
 
 
 class UsageError(ValueError):
     """A bad run folder, missing data or package; one line, exit 2."""
-
-
-class MismatchError(RuntimeError):
-    """An export that does not give its `.keras` model's answers; exit 3."""
 
 
 def check_run(run_dir):
@@ -159,93 +155,6 @@ def test_images(config, data_dir=None, n=CHECK_IMAGES):
     return np.asarray(x, np.float32)
 
 
-def nearest(latents, centroids):
-    z = np.asarray(latents, np.float64)
-    diff = z[:, None, :] - np.asarray(centroids, np.float64)[None]
-    return np.argmin(np.einsum("nkd,nkd->nk", diff, diff), axis=1)
-
-
-class Reference:
-    """The `.keras` models' answers on the check images."""
-
-    def __init__(self, models, x, centroids):
-        self.x = x
-        self.latents = np.asarray(models["encoder"].predict(x, verbose=0))
-        self.clusters = nearest(self.latents, centroids)
-        self.probabilities = self.classes = self.reconstruction = None
-        if "classifier" in models:
-            self.probabilities = np.asarray(models["classifier"].predict(self.latents,
-                                                                         verbose=0))
-            self.classes = self.probabilities.argmax(axis=1)
-        if "autoencoder" in models:
-            self.reconstruction = np.asarray(models["autoencoder"].predict(x, verbose=0))
-
-
-def _max_diff(a, b):
-    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
-
-
-def compare(fmt, run, ref, centroids, tolerance=TOLERANCE):
-    """Run a format's models (`run[name](x)`) on the check images.
-
-    Returns {name: measured differences}; raises `MismatchError` naming the
-    format and the difference when one exceeds `tolerance` or a class differs.
-    """
-    x, n = ref.x, len(ref.x)
-    files = {name: files_of(fmt, name)[0] if fmt != "saved_model" else
-             f"saved_model ({'serve' if name == 'encoder' else 'classify'})" for name in run}
-    latents = run["encoder"](x)
-    single = np.concatenate([run["encoder"](x[i:i + 1]) for i in range(min(n, 8))])
-    found = {"encoder": {"max_abs_diff": max(_max_diff(latents, ref.latents),
-                                             _max_diff(single, ref.latents[:len(single)])),
-                         "compared": "latents"}}
-    problems = []
-    if found["encoder"]["max_abs_diff"] > tolerance:
-        problems.append(f"{files['encoder']} latents differ from encoder.keras by up to "
-                        f"{found['encoder']['max_abs_diff']:.3g} (> {tolerance:g})")
-    found["encoder"]["same_clusters"] = int((nearest(latents, centroids) == ref.clusters).sum())
-    if "classifier" in run:
-        probabilities = run["classifier"](ref.latents)
-        classes = np.asarray(run["classifier"](latents)).argmax(axis=1)
-        same = int((classes == ref.classes).sum())
-        found["classifier"] = {"max_abs_diff": _max_diff(probabilities, ref.probabilities),
-                               "compared": "probabilities", "same_classes": same}
-        if found["classifier"]["max_abs_diff"] > tolerance:
-            problems.append(f"{files['classifier']} probabilities differ from "
-                            f"classifier.keras by up to "
-                            f"{found['classifier']['max_abs_diff']:.3g} (> {tolerance:g})")
-        if same != n:
-            problems.append(f"{n - same} of {n} predicted classes differ from the .keras "
-                            "models'")
-    if "autoencoder" in run:
-        found["autoencoder"] = {"max_abs_diff": _max_diff(run["autoencoder"](x),
-                                                          ref.reconstruction),
-                                "compared": "reconstructions"}
-        if found["autoencoder"]["max_abs_diff"] > tolerance:
-            problems.append(f"{files['autoencoder']} reconstructions differ from "
-                            f"autoencoder.keras by up to "
-                            f"{found['autoencoder']['max_abs_diff']:.3g} (> {tolerance:g})")
-    if problems:
-        raise MismatchError(f"{fmt}: " + "; ".join(problems) + f" on {n} test images; "
-                            "nothing was written to export/")
-    return found
-
-
-def _size(path):
-    path = Path(path)
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return path.stat().st_size
-
-
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def export_format(fmt, models, folder, ref, centroids, say=None):
     """Write `fmt` into `folder`, check it; returns its manifest entries
     `(format entry, {file: entry})`."""
@@ -272,7 +181,7 @@ def export_format(fmt, models, folder, ref, centroids, say=None):
             if key in files:
                 files[key]["models"].append(name)
                 continue
-            entry = {"format": fmt, "bytes": _size(Path(folder) / file)}
+            entry = {"format": fmt, "bytes": file_size(Path(folder) / file)}
             if fmt == "saved_model":
                 entry["models"] = [name]
                 entry["endpoints"] = {"encoder": "serve", "classifier": "classify"}
@@ -302,64 +211,6 @@ def export_format(fmt, models, folder, ref, centroids, say=None):
     return entry, files
 
 
-def manifest_base(run_dir, config, formats, n_checked):
-    """The manifest's run description (everything but the formats and files)."""
-    run_dir = Path(run_dir)
-    with np.load(run_dir / artifacts.KMEANS, allow_pickle=False) as f:
-        centroids = np.asarray(f["centroids"], np.float32)
-        cluster_to_label = (np.asarray(f["cluster_to_label"]).tolist()
-                            if "cluster_to_label" in f.files else None)
-    import keras
-
-    return {
-        "manifest_version": MANIFEST_VERSION,
-        "run": {"dataset": config.get("dataset"), "model": config.get("model"),
-                "backend": config.get("backend"), "epochs": config.get("epochs")},
-        "source_sha256": {name: _sha256(run_dir / name) for name in
-                          (artifacts.ENCODER, artifacts.CLASSIFIER, artifacts.AUTOENCODER)
-                          if (run_dir / name).is_file()},
-        "input": {
-            "shape": [None, *config["input_shape"]], "dtype": "float32",
-            "image_shape": config["image_shape"], "channels": config.get("channels"),
-            "pixel_max": config["pixel_max"], "offset": config["offset"],
-            "scaling": "x = raw / pixel_max + offset (raw pixels 0..pixel_max, as the "
-                       "dataset stores them; an 8-bit image file: raw = value / 255 * "
-                       "pixel_max)",
-        },
-        "latent_dim": config["latent_dim"],
-        "labelled": config.get("labelled", True) is not False,
-        "class_names": config.get("class_names"),
-        "kmeans": {"centroids": centroids.tolist(), "cluster_to_label": cluster_to_label,
-                   "assign": "nearest centroid by Euclidean distance; with labels, "
-                             "label = cluster_to_label[cluster]"},
-        "models": {k: v for k, v in DESCRIPTIONS.items()},
-        "check": {"images": n_checked, "split": "test", "tolerance": TOLERANCE,
-                  "reference": f"the .keras models under Keras {keras.__version__} "
-                               "(TensorFlow backend)",
-                  "batches": [n_checked, 1]},
-        "exported_with": versions(formats),
-    }
-
-
-def _old_entries(export_dir, base, formats):
-    """(formats, files) of an earlier export of the same models, for the formats
-    not exported now; empty when there is none or the models changed."""
-    path = Path(export_dir) / MANIFEST
-    if not path.is_file():
-        return {}, {}
-    try:
-        old = artifacts.read_json(path)
-    except (OSError, ValueError):
-        return {}, {}
-    if old.get("source_sha256") != base["source_sha256"]:
-        return {}, {}
-    kept = {f: e for f, e in old.get("formats", {}).items() if f not in formats and f in FORMATS}
-    files = {name: e for name, e in old.get("files", {}).items() if e.get("format") in kept}
-    if not all((Path(export_dir) / name.rstrip("/")).exists() for name in files):
-        return {}, {}
-    return kept, files
-
-
 def export_run(run_dir, formats, data_dir=None, say=print):
     """Export `run_dir`'s models to `formats` (see the module docstring).
 
@@ -385,7 +236,7 @@ def export_run(run_dir, formats, data_dir=None, say=print):
         shutil.rmtree(leftover, ignore_errors=True)
     tmp.mkdir()
     try:
-        kept, files = _old_entries(final, base, formats)
+        kept, files = old_entries(final, base, formats)
         for name in files:
             source = final / name.rstrip("/")
             if source.is_dir():
@@ -444,20 +295,6 @@ def export_in_subprocess(run_dir, formats, data_dir=None):
     reason = errors[-1] if errors else (proc.stderr.strip().splitlines() or ["no output"])[-1]
     raise ExportFailed(f"the run in {run_dir} is finished, but its export failed: {reason}",
                        proc.returncode)
-
-
-def describe(manifest):
-    """A few lines: every file with its size and measured difference."""
-    lines = []
-    for name, entry in manifest["files"].items():
-        diff = entry.get("max_abs_diff")
-        if diff is None and "differences" in entry:
-            diff = max(v["max_abs_diff"] for v in entry["differences"].values())
-        text = f"  {name:<22} {entry['bytes'] / 1e6:8.3f} MB"
-        if diff is not None:
-            text += f"  max abs difference {diff:.2g}"
-        lines.append(text)
-    return "\n".join(lines)
 
 
 def build_parser():
