@@ -14,8 +14,11 @@ file is refused with `ApiKeyError` (the service prints one line and exits).
 `ApiKeyGuard` is an ASGI middleware (`Service.add_asgi_middleware`), so it
 sees every request before BentoML does, mounted apps included. Open without a
 key: the health probes `/livez`, `/readyz`, `/healthz`, the page `/ui` (it asks
-the person for the key and sends it) and the OpenAPI documentation (`/`,
-`/docs.json`, `/static_content/...`). Everything else, the model routes and
+the person for the key and sends it), the OpenAPI documentation (`/`,
+`/docs.json`, `/static_content/...`) and BentoML's `/schema.json` (the routes'
+schemas, no data: `bentoml.SyncHTTPClient` reads it before any call, so a
+client without a key gets the call's own 401 instead of "Failed to fetch
+schema"). Everything else, the model routes and
 `/metrics` included, answers 401 with `WWW-Authenticate: Bearer` and a JSON
 error naming the header expected when the key is missing or wrong. The
 comparison runs in constant time over every key (`hmac.compare_digest` of
@@ -30,7 +33,7 @@ import os
 from pathlib import Path
 
 #: Paths answered without a key (exact).
-OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/", "/docs.json"})
+OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/", "/docs.json", "/schema.json"})
 #: Path prefixes answered without a key.
 OPEN_PREFIXES = ("/ui/", "/static_content/")
 HEADER_HINT = "Authorization: Bearer <key>"
@@ -86,7 +89,7 @@ def describe(keys):
         return ("API keys: off, every route is open (set SOFTVQ_API_KEYS or "
                 "SOFTVQ_API_KEYS_FILE to require 'Authorization: Bearer <key>')")
     return (f"API keys: on, {len(keys)} key(s); API routes need '{HEADER_HINT}' "
-            "(open: /livez, /readyz, /healthz, /ui, the OpenAPI docs)")
+            "(open: /livez, /readyz, /healthz, /ui, the OpenAPI docs, /schema.json)")
 
 
 def is_open(path):

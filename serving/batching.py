@@ -26,11 +26,14 @@ class MicroBatcher:
 
     `await batcher(x)` with `x` shaped `(n, ...)` returns `fn`'s outputs for
     those `n` rows. `fn` runs in a single worker thread, one call at a time.
+    `observe(images)`, when given, is called with the size of every call.
     """
 
-    def __init__(self, fn, max_batch=256):
+    def __init__(self, fn, max_batch=256, observe=None):
         self._fn = fn
         self.max_batch = int(max_batch)
+        #: Called with the images of every model call (the `/metrics` histogram).
+        self._observe = observe
         self._pending = collections.deque()
         self._draining = False
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="softvq-model")
@@ -60,6 +63,8 @@ class MicroBatcher:
             while self._pending:
                 items, size = self._take()
                 self.batch_sizes[size] += 1
+                if self._observe is not None:
+                    self._observe(size)
                 try:
                     batch = items[0][0] if len(items) == 1 else np.concatenate([x for x, _ in items])
                     outputs = await loop.run_in_executor(self._executor, self._fn, batch)

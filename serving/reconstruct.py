@@ -8,8 +8,9 @@ stored pixel range: `raw = (reconstruction - offset) * pixel_max`, clipped to
 `0..pixel_max` (the inverse of `scaled = raw / pixel_max + offset`).
 
 Under JAX the forward pass is one `jax.jit` of the model's `stateless_call`,
-with batches padded to a power of two (1 ... 64) and every shape compiled at
-start-up, as in `serving.runtime`; other backends call the model directly.
+with batches padded to a power of two (1 ... 64) and every shape compiled
+ahead of requests, as in `serving.runtime` (`warm="first"`: batch size 1 now,
+the rest with `warm_up()`); other backends call the model directly.
 A run folder without `autoencoder.keras` (bentos built before `/reconstruct`
 existed) is served without it: `available` is False and the route answers 404.
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.runtime import DEFAULT_MAX_CHUNK, _bucket
+from serving.runtime import DEFAULT_MAX_CHUNK, _bucket, batch_sizes
 
 FILE = "autoencoder.keras"
 
@@ -26,24 +27,26 @@ FILE = "autoencoder.keras"
 class Reconstructor:
     """Decode images with the run's autoencoder (see the module docstring)."""
 
-    def __init__(self, run_dir, spec, max_chunk=DEFAULT_MAX_CHUNK):
+    def __init__(self, run_dir, spec, max_chunk=DEFAULT_MAX_CHUNK, warm="all"):
         self.spec = spec
         self.max_chunk = int(max_chunk)
         path = Path(run_dir) / FILE
         self.available = path.is_file()
         if not self.available:
             return
-        import keras
-
         import softvq_keras  # noqa: F401 - registers the Autoencoder and its layers
+        from serving.fastload import load_model
 
-        self.model = keras.saving.load_model(path, safe_mode=True)
+        self.model = load_model(path)
         self._forward, self._pad = self._compile()
-        sizes = [1]
-        while sizes[-1] < self.max_chunk:
-            sizes.append(min(sizes[-1] * 2, self.max_chunk))
-        for n in sizes if self._pad else sizes[:1]:
-            self._forward(np.zeros((n,) + tuple(spec.input_shape), np.float32))
+        self.warm_up(batch_sizes(self.max_chunk, self._pad)[:1] if warm == "first" else None)
+
+    def warm_up(self, sizes=None):
+        """Compile the batch `sizes` (default: every one) now, so no request pays for it."""
+        if not self.available:
+            return
+        for n in batch_sizes(self.max_chunk, self._pad) if sizes is None else sizes:
+            self._forward(np.zeros((n,) + tuple(self.spec.input_shape), np.float32))
 
     def _compile(self):
         import keras

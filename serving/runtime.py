@@ -1,13 +1,16 @@
 """One run folder loaded for inference: encoder, softmax head, K-means centroids.
 
 `RunModel(run_dir)` reads the files of docs/ARTIFACTS.md with
-`keras.saving.load_model(..., safe_mode=True)` and `np.load(...,
-allow_pickle=False)`, checks that they fit together, and compiles one forward
-function `x -> (latents, class probabilities)` for the current Keras backend:
+`keras.saving.load_model(..., safe_mode=True)` (initializers skipped:
+serving/fastload.py) and `np.load(..., allow_pickle=False)`, checks that they
+fit together, and compiles one forward function `x -> (latents, class
+probabilities)` for the current Keras backend:
 
 - JAX (the service's default): `jax.jit` of the two models' `stateless_call`.
   Batches are padded to a power of two (1, 2, 4, ... `max_chunk`) so that at
-  most `log2(max_chunk) + 1` shapes are ever compiled, all at start-up.
+  most `log2(max_chunk) + 1` shapes are ever compiled: all of them in
+  `__init__`, or (`warm="first"`, the service) batch size 1 there and the
+  rest with `warm_up()` later (the service does so in a background thread).
 - TensorFlow: a `tf.function` with a `None` batch dimension (one trace).
 - PyTorch: the models called under `torch.inference_mode()`.
 
@@ -28,6 +31,15 @@ from serving.run_folder import REQUIRED_FILES, UNLABELLED_FILES, RunFolderError,
 
 #: Largest batch one compiled call takes; bigger batches are split.
 DEFAULT_MAX_CHUNK = 64
+
+
+def batch_sizes(max_chunk, padded=True):
+    """The batch sizes one compiled forward pass sees: 1, 2, 4, ... `max_chunk`
+    when batches are padded, else just 1 (one trace serves every size)."""
+    sizes = [1]
+    while padded and sizes[-1] < max_chunk:
+        sizes.append(min(sizes[-1] * 2, max_chunk))
+    return sizes
 
 
 def _bucket(n, max_chunk):
@@ -115,14 +127,16 @@ class RunModel:
     `encoder`, `classifier` (Keras models; `classifier` is None for a run
     trained without labels), `centroids` float32 `(clusters, latent_dim)`,
     `cluster_to_label` int64 `(clusters,)` (None without labels),
-    `class_names` (None without labels).
+    `class_names` (None without labels), `train_cluster_counts` /
+    `train_class_counts` (the training split per cluster / class, from
+    kmeans.npz; None when the run predates them or has no labels).
 
     `predict(x)` maps scaled inputs `(N,) + input_shape` to `(latents,
     probabilities)`; `assign_clusters(latents)` gives cluster ids, their
     Hungarian-matched labels and the Euclidean distance to the centroid.
     """
 
-    def __init__(self, run_dir, max_chunk=DEFAULT_MAX_CHUNK):
+    def __init__(self, run_dir, max_chunk=DEFAULT_MAX_CHUNK, warm="all"):
         run_dir = Path(run_dir)
         self.run_dir = run_dir
         self.config = read_config(run_dir)
@@ -134,14 +148,12 @@ class RunModel:
                 f"run folder {str(run_dir)!r} lacks {', '.join(missing)}: is the run "
                 "finished? (see docs/ARTIFACTS.md)"
             )
-        import keras
+        from serving.fastload import load_model  # safe_mode, initializers skipped
 
-        self.encoder = keras.saving.load_model(run_dir / "encoder.keras", safe_mode=True)
+        self.encoder = load_model(run_dir / "encoder.keras")
         self.classifier = None
         if self.labelled:
-            self.classifier = keras.saving.load_model(
-                run_dir / "classifier.keras", safe_mode=True
-            )
+            self.classifier = load_model(run_dir / "classifier.keras")
         with np.load(run_dir / "kmeans.npz", allow_pickle=False) as f:
             self.centroids = np.asarray(f["centroids"], dtype=np.float32)
             self.cluster_to_label = None
@@ -152,13 +164,19 @@ class RunModel:
                         "trained with labels has (see docs/ARTIFACTS.md)"
                     )
                 self.cluster_to_label = np.asarray(f["cluster_to_label"], dtype=np.int64)
+            # The training split's counts per cluster / class (older runs lack them).
+            self.train_cluster_counts = (np.asarray(f["train_cluster_counts"], np.int64)
+                                         if "train_cluster_counts" in f.files else None)
+            self.train_class_counts = (np.asarray(f["train_class_counts"], np.int64)
+                                       if self.labelled and "train_class_counts" in f.files
+                                       else None)
         self.class_names = (
             [str(n) for n in self.config["class_names"]] if self.labelled else None
         )
         self._check_consistent()
         self.max_chunk = int(max_chunk)
         self._forward, self._pad = _compile_forward(self.encoder, self.classifier)
-        self.warm_up()
+        self.warm_up(batch_sizes(self.max_chunk, self._pad)[:1] if warm == "first" else None)
 
     def _check_consistent(self):
         input_shape = tuple(self.config["input_shape"])
@@ -182,22 +200,28 @@ class RunModel:
         if self.centroids.ndim != 2 or self.centroids.shape[1] != latent_dim:
             problems.append(f"kmeans.npz centroids are {self.centroids.shape}, "
                             f"expected (clusters, {latent_dim})")
-        elif (self.cluster_to_label is not None
-              and self.cluster_to_label.shape != (self.centroids.shape[0],)):
-            problems.append(f"kmeans.npz cluster_to_label is {self.cluster_to_label.shape}, "
-                            f"expected ({self.centroids.shape[0]},)")
+        else:
+            expected = (self.centroids.shape[0],)
+            if self.cluster_to_label is not None and self.cluster_to_label.shape != expected:
+                problems.append(f"kmeans.npz cluster_to_label is "
+                                f"{self.cluster_to_label.shape}, expected {expected}")
+            if (self.train_cluster_counts is not None
+                    and self.train_cluster_counts.shape != expected):
+                problems.append(f"kmeans.npz train_cluster_counts is "
+                                f"{self.train_cluster_counts.shape}, expected {expected}")
+        if (self.train_class_counts is not None and self.class_names is not None
+                and self.train_class_counts.shape != (len(self.class_names),)):
+            problems.append(f"kmeans.npz train_class_counts is {self.train_class_counts.shape}, "
+                            f"expected ({len(self.class_names)},)")
         if problems:
             raise RunFolderError(
                 f"run folder {str(self.run_dir)!r} is inconsistent: " + "; ".join(problems)
             )
 
-    def warm_up(self):
-        """Compile every batch shape now, so that no request pays for it."""
-        sizes = [1]
-        while sizes[-1] < self.max_chunk:
-            sizes.append(min(sizes[-1] * 2, self.max_chunk))
+    def warm_up(self, sizes=None):
+        """Compile the batch `sizes` (default: every one) now, so no request pays for it."""
         shape = tuple(self.config["input_shape"])
-        for n in sizes if self._pad else sizes[:1]:
+        for n in batch_sizes(self.max_chunk, self._pad) if sizes is None else sizes:
             self._forward(np.zeros((n,) + shape, dtype=np.float32))
 
     def predict(self, x):

@@ -7,6 +7,16 @@ max_batch)` says exactly what the JSON routes accept for that run: a list of
 arrays of the exact lengths) of numbers from 0 to `pixel_max`, and an example
 of one image of the run's own shape, so that "Try it out" on the page (and a
 fuzzer reading the spec) sends requests the model answers.
+
+The layouts are a `oneOf` (a batch is all `[H, W]` images or all flat ones;
+the shapes differ, so exactly one matches), also when there is one layout.
+Not `anyOf`: BentoML's `/schema.json` (what `bentoml.SyncHTTPClient` reads)
+flattens an `anyOf` to its first branch, and the client then encodes every
+argument by that branch, element by element: a flat batch, or any wrong
+shape, died in the client (`TypeError: 'int' object is not iterable`)
+instead of reaching the server and its 422. A `oneOf` is kept as it is in
+both `/schema.json` and `/docs.json`, and the client sends the value
+untouched.
 """
 
 import math
@@ -60,7 +70,8 @@ def images_schema(config, max_batch):
                for item in per_image]
     return {
         # One layout per request: a batch is all [H, W] images or all flat ones.
-        **(batches[0] if len(batches) == 1 else {"anyOf": batches}),
+        # Kept a oneOf even for one layout: see the module docstring.
+        "oneOf": batches,
         "description": (
             f"A batch of 1 to {max_batch} images of raw pixel values from 0 to "
             f"{pixel_max:g} (as the dataset stores them; the service scales them as in "

@@ -61,12 +61,16 @@ from starlette.responses import JSONResponse
 
 from serving.auth import ApiKeyError, ApiKeyGuard, describe, load_api_keys
 from serving.batching import MicroBatcher
+from serving.fastload import import_keras
 from serving.guard import RequestGuard, max_body_bytes
 from serving.logs import install_refusal_filter
+from serving.metrics import ServedMetrics
 from serving.reconstruct import Reconstructor, per_image_shape
 from serving.runtime import RunModel
 from serving.schema import images_schema, served_config
-from serving.startup import exit_nonzero_after_stop, load_or_stop
+from serving.startup import (
+    Phases, exit_nonzero_after_stop, load_or_stop, warm_up_in_background,
+)
 from serving.store import default_run_dir, hint_missing_packed_model, served_model, stored_tag
 from serving.ui_app import ui_app
 from serving.validation import ImageSpec, InvalidInput, image_from_upload, images_from_json
@@ -84,6 +88,9 @@ MAX_BATCH = int(os.environ.get("SOFTVQ_MAX_BATCH", "512"))
 MODEL_BATCH = int(os.environ.get("SOFTVQ_MODEL_BATCH", "256"))
 #: Concurrent requests one server accepts before answering 429.
 MAX_CONCURRENCY = 256
+#: Routes whose answers are counted per cluster / per class on `/metrics`.
+CLUSTER_ROUTES = ("/cluster", "/cluster_png")
+CLASS_ROUTES = ("/classify", "/classify_png")
 
 try:  # a key setting that cannot be used stops the service before it starts
     API_KEYS = load_api_keys()
@@ -147,17 +154,31 @@ class SoftVQService:
     """Encode, cluster and classify images with one exported training run."""
 
     def __init__(self):
-        load_or_stop(self._load)  # one line and a clean stop if the run cannot load
-        self.batcher = MicroBatcher(self.model.predict, max_batch=MODEL_BATCH)
-        self.decoder = MicroBatcher(self._decode, max_batch=MODEL_BATCH)
+        phases = Phases()
+        load_or_stop(lambda: self._load(phases))  # one line and a clean stop on failure
+        # The model's own /metrics series (serving/metrics.py).
+        self.metrics = ServedMetrics(self.model, cluster_routes=CLUSTER_ROUTES,
+                                     class_routes=CLASS_ROUTES)
+        self.batcher = MicroBatcher(self.model.predict, max_batch=MODEL_BATCH,
+                                    observe=self.metrics.batch_observer("encoder"))
+        self.decoder = MicroBatcher(self._decode, max_batch=MODEL_BATCH,
+                                    observe=self.metrics.batch_observer("autoencoder"))
         logger.info(describe(API_KEYS))
         install_refusal_filter()  # a refused request is one log line, not a traceback
+        logger.info("softvq: worker ready in %.1f s (%s)", phases.total(), phases)
+        # Batch size 1 is compiled; the other sizes follow while requests are served.
+        self.warming = warm_up_in_background(self.model, self.reconstructor)
 
-    def _load(self):
+    def _load(self, phases):
+        with phases("Keras import"):  # timed on its own: the largest fixed cost
+            import_keras()  # without scikit-learn and matplotlib (serving/fastload.py)
+
         self.run_dir = default_run_dir()
-        self.model = RunModel(self.run_dir)
+        with phases("encoder and head"):
+            self.model = RunModel(self.run_dir, warm="first")
         self.spec = ImageSpec.from_config(self.model.config, MAX_BATCH)
-        self.reconstructor = Reconstructor(self.run_dir, self.spec)
+        with phases("autoencoder"):
+            self.reconstructor = Reconstructor(self.run_dir, self.spec, warm="first")
         model = served_model()
         logger.info("softvq: serving %s", f"stored model {stored_tag(model)} ({self.run_dir})"
                     if model else f"run folder {self.run_dir}")
@@ -199,8 +220,11 @@ class SoftVQService:
             "probabilities": probabilities.tolist(),
         }
 
-    async def _serve(self, check, value, answer):
-        """Check `value` (4xx answer if bad), run the model, format with `answer`."""
+    async def _serve(self, route, check, value, answer):
+        """Check `value` (4xx answer if bad), run the model, format with `answer`.
+
+        The answer's clusters and labels are counted on `/metrics` under `route`.
+        """
         if answer == self._classes and not self.model.labelled:
             return error_response(InvalidInput(
                 "no classifier: this run was trained without labels (config.json "
@@ -210,22 +234,24 @@ class SoftVQService:
         except InvalidInput as e:
             return error_response(e)
         latents, probabilities = await self.batcher(x)
-        return JSONResponse(answer(latents, probabilities))
+        result = answer(latents, probabilities)
+        self.metrics.served(route, result.get("clusters"), result.get("labels"))
+        return JSONResponse(result)
 
     @bentoml.api(route="/encode")
     async def encode(self, images: Images) -> EncodeResponse:
         """Latent vectors z (the encoder's output) for a batch of images."""
-        return await self._serve(self._from_json, images, self._latents)
+        return await self._serve("/encode", self._from_json, images, self._latents)
 
     @bentoml.api(route="/cluster")
     async def cluster(self, images: Images) -> ClusterResponse:
         """Nearest K-means cluster (fitted on the training latents) per image."""
-        return await self._serve(self._from_json, images, self._clusters)
+        return await self._serve("/cluster", self._from_json, images, self._clusters)
 
     @bentoml.api(route="/classify")
     async def classify(self, images: Images) -> ClassifyResponse:
         """Class label and probabilities from the softmax head on the latents."""
-        return await self._serve(self._from_json, images, self._classes)
+        return await self._serve("/classify", self._from_json, images, self._classes)
 
     @bentoml.api(route="/reconstruct")
     async def reconstruct(self, images: Images) -> ReconstructResponse:
@@ -245,17 +271,17 @@ class SoftVQService:
     @bentoml.api(route="/encode_png")
     async def encode_png(self, image: PngFile) -> EncodeResponse:
         """`/encode` for one PNG or JPEG uploaded as the multipart field `image`."""
-        return await self._serve(self._from_png, image, self._latents)
+        return await self._serve("/encode_png", self._from_png, image, self._latents)
 
     @bentoml.api(route="/cluster_png")
     async def cluster_png(self, image: PngFile) -> ClusterResponse:
         """`/cluster` for one PNG or JPEG uploaded as the multipart field `image`."""
-        return await self._serve(self._from_png, image, self._clusters)
+        return await self._serve("/cluster_png", self._from_png, image, self._clusters)
 
     @bentoml.api(route="/classify_png")
     async def classify_png(self, image: PngFile) -> ClassifyResponse:
         """`/classify` for one PNG or JPEG uploaded as the multipart field `image`."""
-        return await self._serve(self._from_png, image, self._classes)
+        return await self._serve("/classify_png", self._from_png, image, self._classes)
 
 
 # The key check is outermost: a request without a valid key is refused before

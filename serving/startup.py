@@ -15,14 +15,24 @@ that process end with status 3 when it finds its marker at exit.
 
 Outside a `bentoml serve` worker (a test building the service in process)
 the error is raised as usual.
+
+`Phases` times the worker's start-up (the Keras import, loading the models,
+the first compilation) for its one "ready" log line, and
+`warm_up_in_background(...)` compiles the other batch sizes after the worker
+is ready (serving/README.md, "Start-up").
 """
 
 import atexit
+import logging
 import os
 import signal
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
+
+logger = logging.getLogger("bentoml.service.softvq")
 
 #: Exit status of a worker that could not load its model.
 EXIT_NO_MODEL = 3
@@ -76,3 +86,55 @@ def _exit_if_marked():
 def exit_nonzero_after_stop():
     """Make this process exit with status 3 if a worker stopped it for want of a model."""
     atexit.register(_exit_if_marked)
+
+
+class Phases:
+    """Wall time of named start-up phases: `with phases("load"): ...`; `str()` lists them."""
+
+    def __init__(self):
+        self.started = time.perf_counter()
+        self.seconds = {}
+
+    def __call__(self, name):
+        phases = self
+
+        class _Phase:
+            def __enter__(self):
+                self.start = time.perf_counter()
+
+            def __exit__(self, *exc):
+                phases.seconds[name] = phases.seconds.get(name, 0.0) + (
+                    time.perf_counter() - self.start)
+
+        return _Phase()
+
+    def total(self):
+        return time.perf_counter() - self.started
+
+    def __str__(self):
+        return ", ".join(f"{name} {s:.1f} s" for name, s in self.seconds.items())
+
+
+def warm_up_in_background(*models):
+    """Call every model's `warm_up()` in a daemon thread; log when done.
+
+    JAX compiles one program per padded batch size; the worker is ready after
+    batch size 1 (serving/runtime.py), and a request of another size that
+    comes before its compilation compiles it itself, once.
+    """
+
+    def run():
+        start = time.perf_counter()
+        try:
+            for model in models:
+                model.warm_up()
+        except Exception as error:  # noqa: BLE001 - requests still compile on demand
+            logger.warning("softvq: background compilation stopped: %s: %s",
+                           type(error).__name__, error)
+            return
+        logger.info("softvq: compiled the other batch sizes in the background in %.1f s",
+                    time.perf_counter() - start)
+
+    thread = threading.Thread(target=run, name="softvq-warm-up", daemon=True)
+    thread.start()
+    return thread

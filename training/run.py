@@ -180,10 +180,18 @@ def fit_downstream(run_dir, encoder, data, config, timer):
             "centroids": kmeans.cluster_centers_.astype("float32"),
             "inertia": np.float64(kmeans.inertia_),
             "fitted_on": np.int64(len(idx)),
+            # The training split's share per cluster and class: the service
+            # publishes them next to its served traffic (serving/metrics.py).
+            "train_cluster_counts": np.bincount(
+                kmeans.predict(np.asarray(z_train, dtype=np.float64)),
+                minlength=config["clusters"]).astype("int64"),
         }
         if config["labelled"]:
             stored["cluster_to_label"] = evaluation.cluster_label_map(
                 y_train[idx], kmeans.labels_, config["clusters"]
+            ).astype("int64")
+            stored["train_class_counts"] = np.bincount(
+                np.asarray(y_train, dtype=np.int64), minlength=config["num_classes"]
             ).astype("int64")
         artifacts.write_npz(run_dir / artifacts.KMEANS, **stored)
     if not config["labelled"]:

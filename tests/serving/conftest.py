@@ -6,6 +6,7 @@ exactly as an operator would; `server` starts `bentoml serve` on it once per
 session (127.0.0.1, a free port, `BENTOML_HOME` in a temporary folder) with
 small limits so that the limit tests send small bodies. `reference` computes
 every answer in process from the same files, independently of `serving/`.
+`rgb_server` serves a fabricated 12x10 RGB run with API keys on (`KEYS`).
 """
 
 import json
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serving_helpers import TEST_MAX_BATCH, TEST_MAX_BODY_BYTES
+from serving_helpers import CLASS_NAMES, KEYS, RGB_SHAPE, TEST_MAX_BATCH, TEST_MAX_BODY_BYTES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -104,3 +105,42 @@ def post(server):
         return requests.post(server.url + route, timeout=30, **kwargs)
 
     return _post
+
+
+@pytest.fixture(scope="session")
+def rgb_run(tmp_path_factory):
+    """A fabricated labelled run on 12x10 RGB images (built-in Keras layers only).
+
+    Written like a run from before kmeans.npz held the training split's counts.
+    """
+    import keras
+
+    run = tmp_path_factory.mktemp("rgb") / "run"
+    run.mkdir()
+    keras.utils.set_random_seed(0)
+    encoder = keras.Sequential([keras.Input(RGB_SHAPE), keras.layers.Flatten(),
+                                keras.layers.Dense(8, activation="tanh")])
+    classifier = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3, activation="softmax")])
+    encoder.save(run / "encoder.keras")
+    classifier.save(run / "classifier.keras")
+    rng = np.random.default_rng(0)
+    np.savez(run / "kmeans.npz", centroids=rng.normal(size=(4, 8)).astype(np.float32),
+             cluster_to_label=np.array([2, 0, 1, 0]))
+    config = {"dataset": "my_photos/", "dataset_kind": "folder", "model": "softvq",
+              "image_shape": list(RGB_SHAPE), "input_shape": list(RGB_SHAPE), "channels": 3,
+              "pixel_max": 255, "offset": -0.5, "latent_dim": 8, "labelled": True,
+              "num_classes": 3, "class_names": CLASS_NAMES, "clusters": 4}
+    (run / "config.json").write_text(json.dumps(config))
+    return run
+
+
+@pytest.fixture(scope="session")
+def rgb_server(rgb_run, tmp_path_factory):
+    """The real server on `rgb_run` with API keys on (a key file holding `KEYS`)."""
+    from serving.launch import BentoServer
+
+    keys = tmp_path_factory.mktemp("keys") / "api-keys"
+    keys.write_text("# keys of the test clients\n" + "\n".join(KEYS) + "\n")
+    with BentoServer(rgb_run, env={"KERAS_BACKEND": "jax",
+                                   "SOFTVQ_API_KEYS_FILE": str(keys)}) as running:
+        yield running

@@ -21,13 +21,10 @@ import numpy as np
 import pytest
 import requests
 
-from serving_helpers import png_bytes
+from serving_helpers import CLASS_NAMES, KEYS, RGB_SHAPE, png_bytes
 
 pytestmark = pytest.mark.slow
 
-RGB_SHAPE = (12, 10, 3)
-CLASS_NAMES = ["cat", "dog", "bird"]
-KEYS = ["first-key-0123456789", "second-key-9876543210"]
 
 
 @pytest.fixture(scope="module")
@@ -50,30 +47,6 @@ def unlabelled_run(digits_run, tmp_path_factory):
     return run
 
 
-@pytest.fixture(scope="module")
-def rgb_run(tmp_path_factory):
-    """A fabricated labelled run on 12x10 RGB images (built-in Keras layers only)."""
-    import keras
-
-    run = tmp_path_factory.mktemp("rgb") / "run"
-    run.mkdir()
-    keras.utils.set_random_seed(0)
-    encoder = keras.Sequential([keras.Input(RGB_SHAPE), keras.layers.Flatten(),
-                                keras.layers.Dense(8, activation="tanh")])
-    classifier = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3, activation="softmax")])
-    encoder.save(run / "encoder.keras")
-    classifier.save(run / "classifier.keras")
-    rng = np.random.default_rng(0)
-    np.savez(run / "kmeans.npz", centroids=rng.normal(size=(4, 8)).astype(np.float32),
-             cluster_to_label=np.array([2, 0, 1, 0]))
-    config = {"dataset": "my_photos/", "dataset_kind": "folder", "model": "softvq",
-              "image_shape": list(RGB_SHAPE), "input_shape": list(RGB_SHAPE), "channels": 3,
-              "pixel_max": 255, "offset": -0.5, "latent_dim": 8, "labelled": True,
-              "num_classes": 3, "class_names": CLASS_NAMES, "clusters": 4}
-    (run / "config.json").write_text(json.dumps(config))
-    return run
-
-
 def _server(run, tmp_path_factory, **env):
     from serving.launch import BentoServer
 
@@ -83,14 +56,6 @@ def _server(run, tmp_path_factory, **env):
 @pytest.fixture(scope="module")
 def unlabelled_server(unlabelled_run, tmp_path_factory):
     with _server(unlabelled_run, tmp_path_factory) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def rgb_server(rgb_run, tmp_path_factory):
-    keys = tmp_path_factory.mktemp("keys") / "api-keys"
-    keys.write_text("# keys of the test clients\n" + "\n".join(KEYS) + "\n")
-    with _server(rgb_run, tmp_path_factory, SOFTVQ_API_KEYS_FILE=str(keys)) as running:
         yield running
 
 
@@ -205,7 +170,7 @@ def test_api_keys_on_the_real_server(rgb_server):
     png = requests.post(url + "/encode_png", timeout=30, files={
         "image": ("x.png", b"\x89PNG", "image/png")})
     assert png.status_code == 401  # refused before the body is looked at
-    for path in ("/livez", "/readyz", "/healthz", "/docs.json"):
+    for path in ("/livez", "/readyz", "/healthz", "/docs.json", "/schema.json"):
         assert requests.get(url + path, timeout=10).status_code == 200, path
     assert requests.get(url + "/metrics", timeout=10).status_code == 401
     assert requests.get(url + "/metrics", headers=AUTH, timeout=10).status_code == 200

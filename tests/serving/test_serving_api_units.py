@@ -89,7 +89,8 @@ def test_key_guard_refuses_missing_and_wrong_keys_and_leaves_probes_open():
     for key in ("s3cret-1", "s3cret-2"):
         assert _asgi_call(guard, "/classify", [("Authorization", f"Bearer {key}")])[0] == 200
         assert _asgi_call(guard, "/classify", [("Authorization", f"bearer  {key} ")])[0] == 200
-    for path in ("/livez", "/readyz", "/healthz", "/ui", "/ui/", "/ui/app.js", "/docs.json"):
+    for path in ("/livez", "/readyz", "/healthz", "/ui", "/ui/", "/ui/app.js", "/docs.json",
+                 "/schema.json"):
         assert _asgi_call(guard, path, method="GET")[0] == 200, path
     for path in ("/metrics", "/uix", "/encode_png"):
         assert _asgi_call(guard, path, method="GET")[0] == 401, path
@@ -149,7 +150,8 @@ def test_schema_example_follows_the_run_and_passes_the_checks(config):
     assert example.shape == (1,) + tuple(config["image_shape"])
     x = images_from_json(schema["example"], spec)  # accepted as is
     assert x.shape == (1,) + tuple(config["input_shape"])
-    layouts = schema["anyOf"] if "anyOf" in schema else [schema]
+    layouts = schema["oneOf"]  # never an anyOf, nor a bare array (serving/schema.py)
+    assert "type" not in schema and "anyOf" not in schema
     for layout in layouts:
         assert (layout["minItems"], layout["maxItems"]) == (1, 64)
         leaf, dims = layout["items"], []

@@ -55,6 +55,11 @@ def test_labelled_grayscale_folder_with_a_seeded_split(own_image_runs):
         assert stored["centroids"].shape == (3, 64)
         assert stored["cluster_to_label"].shape == (3,)
         assert int(stored["fitted_on"]) == 24
+        # The training split's shares, for the service's /metrics: every training image
+        # counted once per cluster and per class (3 classes of 8 images each).
+        assert stored["train_cluster_counts"].shape == (3,)
+        assert int(stored["train_cluster_counts"].sum()) == 24
+        assert stored["train_class_counts"].tolist() == [8, 8, 8]
     # Every evaluation phase says what it does and how long it took, one line each.
     for line in ("Encoding 24 training images ... ", "K-means x2 (3 clusters) on 24 training latents ... ",
                  "Softmax probe: 2 epochs on 24 training latents ... ",
@@ -101,8 +106,10 @@ def test_unlabelled_folder_trains_without_a_classifier(own_image_runs):
     assert metrics["kmeans_inertia"] >= 0 and metrics["kmeans_inertia_train_centroids"] >= 0
     assert 0.0 < metrics["codebook_usage"] <= 1.0 and metrics["perplexity"] >= 1.0
     with np.load(run / artifacts.KMEANS) as stored:
-        assert sorted(stored.files) == ["centroids", "fitted_on", "inertia"]
+        assert sorted(stored.files) == ["centroids", "fitted_on", "inertia",
+                                        "train_cluster_counts"]
         assert stored["centroids"].shape == (4, 64)
+        assert int(stored["train_cluster_counts"].sum()) == int(stored["fitted_on"])
     assert "no labels: trained without labels" in stdout
     assert "Softmax probe" not in stdout
 
