@@ -111,7 +111,12 @@ def read_images(path, config):
         raise InputError(f"{path}: no such file")
     image_shape = tuple(config["image_shape"])
     if path.suffix.lower() in (".png", ".jpg", ".jpeg"):
-        from PIL import Image, UnidentifiedImageError
+        try:
+            from PIL import Image, UnidentifiedImageError
+        except ImportError:
+            raise InputError(f"{path}: reading PNG / JPEG files needs Pillow, which is not "
+                             "installed: pip install pillow (or give a .npy file of raw "
+                             "pixels)") from None
 
         mode = "RGB" if len(image_shape) == 3 else "L"
         try:

@@ -34,7 +34,9 @@ class Reconstructor:
         self.available = path.is_file()
         if not self.available:
             return
-        import softvq_keras  # noqa: F401 - registers the Autoencoder and its layers
+        # Registers the Autoencoder and every layer, also when softvq_keras was
+        # imported before Keras (then a plain `import softvq_keras` registers nothing).
+        from softvq_keras import Autoencoder, make_bottleneck  # noqa: F401
         from serving.fastload import load_model
 
         self.model = load_model(path)

@@ -61,7 +61,7 @@ def images_schema(config, max_batch):
     leaf = {"type": "number", "minimum": 0, "maximum": int(pixel_max)
             if pixel_max.is_integer() else pixel_max}
     shapes = accepted_shapes(config)
-    per_image = [_nested(s, leaf) for s in shapes]
+    per_image = [_nested(s, leaf) for s in sorted(shapes, key=len)]  # flattest first
     shown = " or ".join("[" + ", ".join(str(n) for n in s) + "]" for s in shapes)
     example = 0
     for n in reversed(image_shape):

@@ -27,7 +27,10 @@ With `SOFTVQ_API_KEYS` or `SOFTVQ_API_KEYS_FILE` set, the API routes need
 `Authorization: Bearer <key>` (serving/auth.py).
 
 BentoML adds `/livez`, `/healthz`, `/readyz`, `/metrics` and the OpenAPI page
-at `/` (spec at `/docs.json`).
+at `/` (spec at `/docs.json`; `/schema.json`, what BentoML's Python client
+reads, is open like it). `/metrics` also carries the model's own series: images
+per model call, served clusters and classes per route, and the training
+split's shares (serving/metrics.py).
 
 Images are raw pixels as the dataset stores them (0-255, or 0-16 for
 `digits`), a batch of 1 to `SOFTVQ_MAX_BATCH` images (default 512), each

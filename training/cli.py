@@ -15,7 +15,7 @@ from dataclasses import fields
 
 from training import artifacts
 from training.distribution import DistributedRunError, is_chief_process
-from training.evaluate import OneLineErrorParser, format_summary
+from training.evaluate import OneLineErrorParser, format_summary, quiet_retracing_warnings
 from training.export import ExportFailed
 from training.run import train_and_export
 from training.settings import (
@@ -261,6 +261,7 @@ def build_parser(presets=None):
 
 def main(argv=None):
     """Entry point of `python -m training.fit`; returns the exit code."""
+    quiet_retracing_warnings()  # no TensorFlow retracing warning inside the progress lines
     presets = load_presets()
     parser = build_parser(presets)
     args = parser.parse_args(argv)

@@ -25,6 +25,7 @@ Exit codes: 0, or 2 with a one-line message for a bad folder or missing data.
 """
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -344,9 +345,32 @@ def build_parser():
     return parser
 
 
+class _NoRetracingWarning(logging.Filter):
+    """Drop TensorFlow's "... triggered tf.function retracing" warning."""
+
+    def filter(self, record):
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+def quiet_retracing_warnings():
+    """Keep TensorFlow's retracing warnings out of the progress lines.
+
+    Under the TensorFlow backend, Keras' `predict` and `predict_on_batch` on
+    the evaluation's models (the probes, the raw-pixel row, the autoencoder on
+    the test split) retrace their `tf.function` for new shapes and models, and
+    TensorFlow logs a multi-line warning for it, printed in the middle of a
+    phase's "... 0.9 s" line. The cost is in the phase timings; the warning
+    tells a user nothing to act on. Other TensorFlow warnings still show.
+    """
+    logger = logging.getLogger("tensorflow")  # TF's own logger (tf.get_logger())
+    if not any(isinstance(f, _NoRetracingWarning) for f in logger.filters):
+        logger.addFilter(_NoRetracingWarning())
+
+
 def main(argv=None):
     """Entry point; returns the exit code."""
     started_at = time.perf_counter()
+    quiet_retracing_warnings()
     parser = build_parser()
     args = parser.parse_args(argv)
     run_dir = Path(args.run_dir)

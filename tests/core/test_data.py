@@ -4,7 +4,6 @@ bundled digits, clear errors, and a fast offline failure with advice."""
 import json
 import socket
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -136,29 +135,54 @@ def test_digits_loads_without_network(monkeypatch):
 
 
 OFFLINE_LOAD = """
-import json, time
+import json, socket
+attempts, downloads = [], []
+
+def refuse(*args, **kwargs):  # record, then fail like a machine without a network
+    attempts.append(repr(args[:2]))
+    raise OSError("network refused by the test")
+
+socket.create_connection = refuse
+socket.socket.connect = refuse
+socket.socket.connect_ex = refuse
+try:  # record any download tensorflow-datasets is asked for
+    import tensorflow_datasets as tfds
+    load_tfds, prepare = tfds.load, tfds.core.DatasetBuilder.download_and_prepare
+    def recording_load(*args, **kwargs):
+        if kwargs.get("download", True):
+            downloads.append("tfds.load(download=True)")
+        return load_tfds(*args, **kwargs)
+    def recording_prepare(self, *args, **kwargs):
+        downloads.append("download_and_prepare")
+        return prepare(self, *args, **kwargs)
+    tfds.load = recording_load
+    tfds.core.DatasetBuilder.download_and_prepare = recording_prepare
+except ImportError:
+    pass
 from softvq_keras.data import DataUnavailableError, load
-start = time.perf_counter()
 try:
     load("mnist", data_dir={data_dir!r})
     outcome = {{"error": None}}
 except DataUnavailableError as e:
     outcome = {{"error": str(e), "type": type(e).__name__}}
-outcome["seconds"] = time.perf_counter() - start
+outcome["attempts"], outcome["downloads"] = attempts, downloads
 print("OUTCOME " + json.dumps(outcome))
 """
 
 
 @pytest.mark.parametrize("with_data_dir", [False, True])
 def test_offline_without_a_copy_fails_fast_with_advice(with_data_dir, tmp_path, python_subprocess):
+    """"Fast" means: refused before any network connection or download is tried.
+
+    (A wall-time bound failed on a loaded CI machine; what makes this fast is
+    that nothing waits on the network, which the child records.)
+    """
     empty_tfds, empty_data = tmp_path / "tfds", tmp_path / "data"
     empty_tfds.mkdir()
     empty_data.mkdir()
     env = {"SOFTVQ_OFFLINE": "1", "TFDS_DATA_DIR": str(empty_tfds), "SOFTVQ_DATA_DIR": ""}
     code = OFFLINE_LOAD.format(data_dir=str(empty_data) if with_data_dir else None)
-    start = time.perf_counter()
-    proc = python_subprocess(code, env=env, timeout=120)
-    wall = time.perf_counter() - start
+    proc = python_subprocess(code, env=env, timeout=300)
     line = next(l for l in proc.stdout.splitlines() if l.startswith("OUTCOME "))
     outcome = json.loads(line[len("OUTCOME "):])
     assert outcome["error"] is not None, "load('mnist') succeeded with no copy anywhere"
@@ -168,8 +192,8 @@ def test_offline_without_a_copy_fails_fast_with_advice(with_data_dir, tmp_path, 
     if with_data_dir:
         assert str(empty_data) in message
     assert "Traceback" not in message and "\n" not in message  # one paragraph
-    assert outcome["seconds"] < 30, outcome
-    assert wall < 60  # the whole child, imports included
+    assert outcome["attempts"] == [], outcome  # no connection tried, not even a probe
+    assert outcome["downloads"] == [], outcome  # raised before any download started
 
 
 def test_real_mnist_copy(shared_data_dir):

@@ -76,3 +76,19 @@ def test_example_refuses_bad_input_with_one_line(digits_run, tmp_path):
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"error: {tmp_path / name}"), lines
         assert message in lines[0], (name, lines[0])
+
+
+def test_example_without_pillow_says_so_in_one_line(digits_run, tmp_path):
+    """A PNG given where Pillow is not installed: one line naming the package, exit 2."""
+    (tmp_path / "digit.png").write_bytes(png_bytes(np.zeros((8, 8))))
+    code = ("import runpy, sys; sys.argv = sys.argv[1:]; "
+            "sys.modules['PIL'] = None; "  # as if Pillow were not installed
+            f"runpy.run_path({str(EXAMPLE)!r}, run_name='__main__')")
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(EXAMPLE), str(digits_run), str(tmp_path / "digit.png")],
+        capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert lines == [f"error: {tmp_path / 'digit.png'}: reading PNG / JPEG files needs Pillow, "
+                     "which is not installed: pip install pillow (or give a .npy file of raw "
+                     "pixels)"]

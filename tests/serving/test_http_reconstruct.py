@@ -18,7 +18,8 @@ def autoencoder_reference(digits_run):
 
     import keras
 
-    import softvq_keras  # noqa: F401 - registers the Autoencoder's layers
+    # Registers the Autoencoder's layers, even if softvq_keras came before Keras.
+    from softvq_keras import Autoencoder, make_bottleneck  # noqa: F401
     from softvq_keras.data import preprocess
 
     config = json.loads((digits_run / "config.json").read_text())

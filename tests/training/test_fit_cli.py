@@ -237,3 +237,32 @@ def test_piped_training_output_has_no_progress_bar_control_characters(tmp_path):
     epoch_lines = [line for line in proc.stdout.splitlines() if " - loss: " in line]
     assert len(epoch_lines) == 2, proc.stdout[-2000:]  # one line per epoch
     assert all(line.startswith("24/24 - ") for line in epoch_lines)  # digits: 1,500 / 64
+
+
+RETRACE = r"""
+import sys
+import tensorflow as tf
+from training.evaluate import quiet_retracing_warnings
+
+def retrace(tag):
+    @tf.function
+    def f(x):
+        return x * 2
+    print(f"-- {tag}", file=sys.stderr, flush=True)
+    for n in range(1, 9):  # a new shape per call: TensorFlow warns after 5 traces
+        f(tf.zeros((n,)))
+    tf.get_logger().warning("an unrelated TensorFlow warning (%s)", tag)
+
+retrace("before")
+quiet_retracing_warnings()
+retrace("after")
+"""
+
+
+def test_tensorflow_retracing_warnings_stay_out_of_the_progress(python_subprocess):
+    """TensorFlow's own retracing warning is dropped once the CLI starts; others show."""
+    proc = python_subprocess(RETRACE, env={"TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=300)
+    before, after = proc.stderr.split("-- after")
+    assert "triggered tf.function retracing" in before  # the check can fail
+    assert "triggered tf.function retracing" not in after
+    assert "an unrelated TensorFlow warning (after)" in after
