@@ -183,11 +183,59 @@ from serving.runtime import RunModel
 model = RunModel({str(digits_run)!r}, max_chunk=8)
 x = np.random.default_rng(0).random((19, 64)).astype("float32")
 latents, probabilities = model.predict(x)
-expected = model.encoder.predict(x, verbose=0)
+# Loaded the ordinary way (initializers run), not as the service loads them.
+import keras
+encoder = keras.saving.load_model({str(digits_run / "encoder.keras")!r})
+classifier = keras.saving.load_model({str(digits_run / "classifier.keras")!r})
+expected = encoder.predict(x, verbose=0)
 assert latents.shape == (19, 16) and probabilities.shape == (19, 10)
 assert np.abs(latents - expected).max() < 1e-5, np.abs(latents - expected).max()
-assert np.abs(probabilities - model.classifier.predict(expected, verbose=0)).max() < 1e-5
+assert np.abs(probabilities - classifier.predict(expected, verbose=0)).max() < 1e-5
 print("ok", __import__("keras").backend.backend())
 """
     proc = python_subprocess(code, backend=backend)
     assert proc.stdout.split() == ["ok", backend]
+
+
+@pytest.mark.slow
+def test_fast_load_gives_every_weight_and_answer_of_an_ordinary_load(digits_run):
+    """serving/fastload.py skips the initializers; the loaded models are the same."""
+    import keras
+
+    from serving.fastload import load_model
+    from softvq_keras import Autoencoder  # noqa: F401 - registers the layers
+
+    hook = keras.Variable._initialize_with_initializer
+    x = np.random.default_rng(0).random((5, 64)).astype("float32")
+    for name in ("encoder.keras", "classifier.keras", "autoencoder.keras"):
+        fast = load_model(digits_run / name)
+        ordinary = keras.saving.load_model(digits_run / name, safe_mode=True)
+        assert len(fast.variables) == len(ordinary.variables) > 0
+        for a, b in zip(fast.variables, ordinary.variables):  # same order; names get suffixes
+            assert a.shape == b.shape, a.path
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(a),
+                                          keras.ops.convert_to_numpy(b), err_msg=a.path)
+        inputs = x if name != "classifier.keras" else x[:, :16]
+        out_fast, out_ordinary = fast(inputs, training=False), ordinary(inputs, training=False)
+        if isinstance(out_fast, dict):
+            out_fast, out_ordinary = out_fast["reconstruction"], out_ordinary["reconstruction"]
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(out_fast),
+                                      keras.ops.convert_to_numpy(out_ordinary))
+    assert keras.Variable._initialize_with_initializer is hook  # the patch is undone
+    fresh = keras.Variable("glorot_uniform", shape=(3, 3))
+    assert keras.ops.convert_to_numpy(fresh).any()  # initializers run again
+
+
+def test_keras_imports_without_its_optional_extras(python_subprocess):
+    """import_keras() leaves scikit-learn and matplotlib unimported, and importable."""
+    code = """
+import sys
+from serving.fastload import import_keras
+keras = import_keras()
+assert keras.ops.sum(keras.ops.ones((2,))) == 2
+print(sorted(m for m in ("sklearn", "matplotlib") if m in sys.modules))
+import sklearn, matplotlib
+print("importable")
+"""
+    proc = python_subprocess(code, backend="jax")
+    assert proc.stdout.split("\n")[:2] == ["[]", "importable"]
