@@ -37,6 +37,7 @@ _EXPORTS = {
     "Bottleneck": "layers",
     "IdentityBottleneck": "layers",
     "InformationDropout": "layers",
+    "Quantizer": "layers",
     "SoftVectorQuantizer": "layers",
     "VariationalBottleneck": "layers",
     "VectorQuantizer": "layers",

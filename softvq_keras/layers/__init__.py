@@ -1,6 +1,6 @@
 """Bottleneck layers: one file each, all registered under package `softvq`."""
 
-from softvq_keras.layers.base import Bottleneck, squared_distances
+from softvq_keras.layers.base import Bottleneck, Quantizer, squared_distances
 from softvq_keras.layers.identity import IdentityBottleneck
 from softvq_keras.layers.information_dropout import InformationDropout
 from softvq_keras.layers.soft_vector_quantizer import SoftVectorQuantizer
@@ -11,6 +11,7 @@ __all__ = [
     "Bottleneck",
     "IdentityBottleneck",
     "InformationDropout",
+    "Quantizer",
     "SoftVectorQuantizer",
     "VariationalBottleneck",
     "VectorQuantizer",

@@ -15,16 +15,23 @@ class Bottleneck(keras.layers.Layer):
 
     `call` returns a dict with at least `"output"`, the decoder input, plus one
     `(batch,)` tensor per loss term (keys ending in `_loss`, unweighted, each the
-    per-sample mean over elements) and, for quantizers, `"code_probs"`
-    `(batch, num_codes)`. The weighted total is added with `add_loss` as the mean
-    over the batch, so every bottleneck follows one convention: losses are means
-    over elements, never sums that scale with the batch size.
+    per-sample mean over elements). The weighted total is added with `add_loss`
+    as the mean over the batch, so every bottleneck follows one convention:
+    losses are means over elements, never sums that scale with the batch size.
+
+    Quantizers (`Quantizer` subclasses) also return `"indices"`, int32
+    `(batch,)` or `(batch, num_quantizers)` for a residual quantizer, and the
+    codebook ones `"code_probs"` `(batch, num_codes)`.
     """
 
     #: activation of the encoder's `z` head.
     latent_activation = None
     #: names of the loss terms `call` returns (without the `_loss` suffix).
     loss_terms = ()
+    #: whether `call` returns `"code_probs"` `(batch, num_codes)`.
+    returns_code_probs = False
+    #: `None` (no `"indices"`), `0` (`(batch,)`) or `n` (`(batch, n)`).
+    index_columns = None
 
     def _split(self, inputs):
         if isinstance(inputs, (list, tuple)):
@@ -49,8 +56,11 @@ class Bottleneck(keras.layers.Layer):
         spec = {"output": keras.KerasTensor(z.shape, dtype=dtype)}
         for term in self.loss_terms:
             spec[f"{term}_loss"] = keras.KerasTensor(batch, dtype=dtype)
-        if getattr(self, "num_codes", None):
+        if self.returns_code_probs:
             spec["code_probs"] = keras.KerasTensor(batch + (self.num_codes,), dtype=dtype)
+        if self.index_columns is not None:
+            columns = (self.index_columns,) if self.index_columns else ()
+            spec["indices"] = keras.KerasTensor(batch + columns, dtype="int32")
         return spec
 
     def _build_head(self, name, units, features_shape):
@@ -60,7 +70,9 @@ class Bottleneck(keras.layers.Layer):
         head.build(features_shape)
         return head
 
-    def _quantizer_outputs(self, z, quantized, code_probs, train_codebook=True):
+    def _quantizer_outputs(
+        self, z, quantized, code_probs, indices, train_codebook=True
+    ):
         """Losses and straight-through output shared by the quantizers.
 
         `codebook = mean((quantized - sg(z))^2)` and
@@ -81,6 +93,7 @@ class Bottleneck(keras.layers.Layer):
             "codebook_loss": codebook,
             "commitment_loss": commitment,
             "code_probs": code_probs,
+            "indices": ops.cast(indices, "int32"),
         }
 
     def _require_features(self, features):
@@ -89,6 +102,25 @@ class Bottleneck(keras.layers.Layer):
                 f"{type(self).__name__} needs the encoder's hidden features: "
                 "call it on [z, features]."
             )
+
+
+class Quantizer(Bottleneck):
+    """A bottleneck with discrete codes: `call` also returns `"indices"`.
+
+    Subclasses define `codes_per_stage` (a list of ints: the number of codes
+    of each stage, one entry unless the quantizer is residual) and
+    `decode_indices(indices)`: the `(batch, latent_dim)` tensor the decoder
+    receives in inference for those codes.
+    """
+
+    index_columns = 0
+
+    @property
+    def codes_per_stage(self):
+        return [self.num_codes]
+
+    def decode_indices(self, indices):
+        raise NotImplementedError
 
 
 def squared_distances(z, codebook):

@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from softvq_keras.layers.base import (
-    Bottleneck,
+    Quantizer,
     make_codebook_initializer,
     squared_distances,
 )
@@ -14,7 +14,7 @@ VARIANCES = ("per_input", "per_code")
 
 
 @keras.saving.register_keras_serializable(package="softvq")
-class SoftVectorQuantizer(EMACodebookMixin, Bottleneck):
+class SoftVectorQuantizer(EMACodebookMixin, Quantizer):
     """Soft VQ: the decoder gets the posterior mean of the codewords.
 
     A second head on the encoder's last hidden layer gives one log standard
@@ -66,7 +66,10 @@ class SoftVectorQuantizer(EMACodebookMixin, Bottleneck):
 
     Inputs `[z, features]`, `z: (batch, d)`, `features: (batch, F)`. Returns
     `{"output": (batch, d), "codebook_loss": (batch,), "commitment_loss":
-    (batch,), "code_probs": (batch, K)}`.
+    (batch,), "code_probs": (batch, K), "indices": (batch,) int32}`, where
+    `indices` is the most probable code `argmax_k p_k`. `codes_per_stage` is
+    `[K]`; `decode_indices(indices)` gives the codewords `e_k` of those codes
+    (the hard decision; the soft output `zhat` needs `z` itself).
 
     Example:
 
@@ -77,6 +80,7 @@ class SoftVectorQuantizer(EMACodebookMixin, Bottleneck):
     """
 
     loss_terms = ("codebook", "commitment")
+    returns_code_probs = True
 
     def __init__(
         self,
@@ -175,7 +179,16 @@ class SoftVectorQuantizer(EMACodebookMixin, Bottleneck):
         probs, zhat = self.posterior(noisy, log_sigma)
         if training and self.uses_ema:
             self._ema_update(z, probs)
-        return self._quantizer_outputs(z, zhat, probs)
+        indices = ops.argmax(probs, axis=-1)
+        return self._quantizer_outputs(z, zhat, probs, indices)
+
+    def decode_indices(self, indices):
+        """The codewords `e_k (batch, d)` of `indices (batch,)`.
+
+        The hard decision: the decoder gets the codeword of the most probable
+        code instead of the posterior mean (the soft output needs `z`).
+        """
+        return ops.take(self.codebook, ops.cast(indices, "int32"), axis=0)
 
     def get_config(self):
         return {

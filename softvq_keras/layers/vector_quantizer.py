@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from softvq_keras.layers.base import (
-    Bottleneck,
+    Quantizer,
     make_codebook_initializer,
     squared_distances,
 )
@@ -12,7 +12,7 @@ from softvq_keras.layers.ema import EMACodebookMixin
 
 
 @keras.saving.register_keras_serializable(package="softvq")
-class VectorQuantizer(EMACodebookMixin, Bottleneck):
+class VectorQuantizer(EMACodebookMixin, Quantizer):
     """Nearest-codeword quantizer with a straight-through gradient.
 
     `k* = argmin_k ||z - e_k||^2`, `zq = e_{k*}`. Losses (means over elements):
@@ -43,15 +43,19 @@ class VectorQuantizer(EMACodebookMixin, Bottleneck):
 
     Inputs `[z, features]` (features ignored), `z: (batch, d)`. Returns
     `{"output": (batch, d), "codebook_loss": (batch,), "commitment_loss":
-    (batch,), "code_probs": (batch, K)}` where `code_probs` is the one-hot
-    assignment (codebook usage and perplexity are computed from it).
+    (batch,), "code_probs": (batch, K), "indices": (batch,) int32}` where
+    `code_probs` is the one-hot assignment and `indices` its argmax `k*`.
+    `codes_per_stage` is `[K]`; `decode_indices(indices)` gives the codewords
+    `e_k` (what the decoder receives in inference).
 
     Example:
 
     >>> vq = VectorQuantizer(num_codes=8)
     >>> out = vq([keras.ops.ones((2, 4)), keras.ops.ones((2, 3))])
-    >>> tuple(out["code_probs"].shape)
-    (2, 8)
+    >>> tuple(out["code_probs"].shape), tuple(out["indices"].shape)
+    ((2, 8), (2,))
+    >>> tuple(vq.decode_indices(out["indices"]).shape), vq.codes_per_stage
+    ((2, 4), [8])
     >>> ema = VectorQuantizer(num_codes=8, codebook_update="ema")
     >>> out = ema([keras.ops.ones((2, 4)), keras.ops.ones((2, 3))], training=True)
     >>> [w.name for w in ema.non_trainable_weights][:3]
@@ -63,6 +67,7 @@ class VectorQuantizer(EMACodebookMixin, Bottleneck):
     """
 
     loss_terms = ("codebook", "commitment")
+    returns_code_probs = True
 
     def __init__(
         self,
@@ -112,8 +117,12 @@ class VectorQuantizer(EMACodebookMixin, Bottleneck):
         if training and self.uses_ema:
             self._ema_update(z, one_hot)
         return self._quantizer_outputs(
-            z, zq, one_hot, train_codebook=not self.uses_ema
+            z, zq, one_hot, indices, train_codebook=not self.uses_ema
         )
+
+    def decode_indices(self, indices):
+        """The codewords `(batch, d)` of `indices (batch,)`."""
+        return ops.take(self.codebook, ops.cast(indices, "int32"), axis=0)
 
     def get_config(self):
         return {

@@ -30,7 +30,8 @@ def expected_shapes(name, batch, input_shape, num_codes):
         shapes["kl_loss"] = (batch,)
     if name in QUANTIZERS:
         shapes.update(
-            codebook_loss=(batch,), commitment_loss=(batch,), code_probs=(batch, num_codes)
+            codebook_loss=(batch,), commitment_loss=(batch,), code_probs=(batch, num_codes),
+            indices=(batch,),
         )
     return shapes
 

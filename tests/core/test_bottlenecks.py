@@ -144,6 +144,9 @@ def test_output_shapes(name, training):
     expected.update({f"{t}_loss": (BATCH,) for t in layer.loss_terms})
     if name in QUANTIZERS:
         expected["code_probs"] = (BATCH, CODES)
+        expected["indices"] = (BATCH,)
+        assert out.pop("indices").dtype == np.int32
+        expected.pop("indices")
     assert {k: v.shape for k, v in out.items()} == expected
     assert all(np.isfinite(v).all() for v in out.values())
     assert all(v.dtype == np.float32 for v in out.values())
