@@ -15,7 +15,11 @@ initializer's and a code that never gets picked keeps its place while its
 statistics decay. With `dead_code_threshold > 0`, every code whose `N_k` falls
 under the threshold after the step is moved onto an encoder output of the
 batch chosen at random (the layer's `SeedGenerator`), with `N_k` reset to the
-threshold and `m_k = e_k * N_k` (vector-quantize-pytorch's expiry rule).
+threshold and `m_k = e_k * N_k` (vector-quantize-pytorch's expiry rule). The
+rows are drawn without replacement, so replaced codewords never duplicate each
+other: at most one dead code per batch row per step; when more codes are dead
+than the batch has rows, a random subset of them is replaced now and the rest
+at the next steps (as vector-quantize-pytorch 1.32 does).
 
 The statistics and the codebook are non-trainable weights, assigned inside
 `call` only when training (as `BatchNormalization` does): that is what Keras
@@ -113,8 +117,13 @@ class EMACodebookMixin:
             name="ema_codeword_sum",
         )
 
-    def _ema_update(self, z, assignments):
-        """One EMA step from `z (batch, d)` and weights `assignments (batch, K)`."""
+    def _ema_update(self, z, assignments, active=None):
+        """One EMA step from `z (batch, d)` and weights `assignments (batch, K)`.
+
+        `active`: an optional boolean scalar tensor; when false the statistics
+        and the codebook keep their values (a residual stage dropped by
+        quantizer dropout), without a Python branch on a traced value.
+        """
         z = ops.stop_gradient(ops.cast(z, "float32"))
         assignments = ops.stop_gradient(ops.cast(assignments, "float32"))
         decay = self.decay
@@ -126,16 +135,35 @@ class EMACodebookMixin:
         smoothed = (size + self.epsilon) / (n + self.num_codes * self.epsilon) * n
         codebook = total / smoothed[:, None]
         if self.dead_code_threshold > 0:
-            dead = size < self.dead_code_threshold
-            rows = keras.random.randint(
-                (self.num_codes,), 0, ops.shape(z)[0], seed=self.seed_generator
-            )
+            dead, rows = self._dead_code_rows(size, ops.shape(z)[0])
             codebook = ops.where(dead[:, None], ops.take(z, rows, axis=0), codebook)
             size = ops.where(dead, self.dead_code_threshold, size)
             total = ops.where(dead[:, None], codebook * size[:, None], total)
+        if active is not None:
+            size = ops.where(active, size, self.ema_cluster_size.value)
+            total = ops.where(active, total, self.ema_codeword_sum.value)
+            codebook = ops.where(active, codebook, self.codebook.value)
         self.ema_cluster_size.assign(size)
         self.ema_codeword_sum.assign(total)
         self.codebook.assign(codebook)
+
+    def _dead_code_rows(self, size, batch):
+        """Which codes to replace `(K,)` and the distinct batch row of each.
+
+        Codes under the threshold are ranked in a random order; the first
+        `batch` of them take the rows of a random permutation of the batch, in
+        that order (no row twice). The others wait for a later step.
+        """
+        k = self.num_codes
+        dead = size < self.dead_code_threshold
+        code_order = keras.random.shuffle(ops.arange(k), seed=self.seed_generator)
+        row_order = keras.random.shuffle(ops.arange(batch), seed=self.seed_generator)
+        dead_in_order = ops.cast(ops.take(dead, code_order), "int32")
+        rank_in_order = ops.cumsum(dead_in_order) - 1
+        rank = ops.take(rank_in_order, ops.argsort(code_order))
+        chosen = ops.logical_and(dead, rank < batch)
+        rows = ops.take(row_order, ops.clip(rank, 0, batch - 1))
+        return chosen, rows
 
     def set_codebook(self, values):
         """Assign new codewords (callbacks: K-means init, restarts).

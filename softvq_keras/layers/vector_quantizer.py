@@ -6,9 +6,11 @@ from keras import ops
 from softvq_keras.layers.base import (
     Quantizer,
     make_codebook_initializer,
+    per_sample_mean,
     squared_distances,
 )
 from softvq_keras.layers.ema import EMACodebookMixin
+from softvq_keras.layers.rotation import rotate_to
 
 
 @keras.saving.register_keras_serializable(package="softvq")
@@ -19,7 +21,10 @@ class VectorQuantizer(EMACodebookMixin, Quantizer):
     `codebook = mean((zq - sg(z))^2)` trains the codebook,
     `commitment = mean((sg(zq) - z)^2)` pulls `z` to its codeword. Added loss:
     `loss_weight * (codebook + commitment_cost * commitment)`. The decoder gets
-    `z + sg(zq - z)`: `zq` forward, identity gradient to `z`.
+    `z + sg(zq - z)`: `zq` forward, identity gradient to `z`; with
+    `rotation_trick=True` it gets `zq` through the rotation trick instead
+    (`softvq_keras.layers.rotation`: the gradient to `z` is rotated and
+    rescaled by the map taking `z` onto `zq`; forward values unchanged).
 
     Args:
         num_codes: codebook size K (128 on MNIST, 512 on SVHN/CIFAR-10).
@@ -40,6 +45,9 @@ class VectorQuantizer(EMACodebookMixin, Quantizer):
             picks per batch) falls under this value is moved onto a random
             encoder output of the batch; 0 (default) turns it off.
         seed: integer seed of the dead-code choice's `SeedGenerator`.
+        rotation_trick: pass `zq` to the decoder with the rotation trick
+            (Fifty et al. 2024) instead of straight-through. Off by default
+            here; vector-quantize-pytorch turns it on by default.
 
     Inputs `[z, features]` (features ignored), `z: (batch, d)`. Returns
     `{"output": (batch, d), "codebook_loss": (batch,), "commitment_loss":
@@ -63,7 +71,9 @@ class VectorQuantizer(EMACodebookMixin, Quantizer):
 
     Reference:
         van den Oord, Vinyals, Kavukcuoglu, "Neural Discrete Representation
-        Learning", NeurIPS 2017 (EMA updates: appendix A.1).
+        Learning", NeurIPS 2017 (EMA updates: appendix A.1). Fifty et al.,
+        "Restructuring Vector Quantization with the Rotation Trick", ICLR
+        2025 (arXiv 2410.06424).
     """
 
     loss_terms = ("codebook", "commitment")
@@ -80,6 +90,7 @@ class VectorQuantizer(EMACodebookMixin, Quantizer):
         epsilon=1e-5,
         dead_code_threshold=0.0,
         seed=None,
+        rotation_trick=False,
         **kwargs,
     ):
         kwargs.setdefault("dtype", "float32")
@@ -93,6 +104,7 @@ class VectorQuantizer(EMACodebookMixin, Quantizer):
         make_codebook_initializer(codebook_initializer, 1)  # validates the name
         self._init_ema(codebook_update, decay, epsilon, dead_code_threshold)
         self.seed = seed
+        self.rotation_trick = bool(rotation_trick)
         # Only dead-code replacement draws random numbers.
         self.seed_generator = (
             keras.random.SeedGenerator(seed) if self.dead_code_threshold > 0 else None
@@ -110,15 +122,45 @@ class VectorQuantizer(EMACodebookMixin, Quantizer):
         indices = ops.argmin(squared_distances(z, self.codebook), axis=-1)
         return indices, ops.take(self.codebook, indices, axis=0)
 
-    def call(self, inputs, training=None):
-        z, _ = self._split(inputs)
+    def quantize_latent(self, z, training=False, active=None):
+        """Quantize `z (batch, d)`; the EMA step too when training.
+
+        Returns `(output, codebook_loss, commitment_loss, one_hot, indices)`,
+        the losses per sample and unweighted; adds nothing with `add_loss`
+        (`call` does; `ResidualVectorQuantizer` calls this once per stage).
+        `active` is passed to the EMA step (see `EMACodebookMixin`).
+        """
         indices, zq = self.nearest_codes(z)
         one_hot = ops.one_hot(indices, self.num_codes, dtype=z.dtype)
         if training and self.uses_ema:
-            self._ema_update(z, one_hot)
-        return self._quantizer_outputs(
-            z, zq, one_hot, indices, train_codebook=not self.uses_ema
-        )
+            self._ema_update(z, one_hot, active)
+        codebook = per_sample_mean(ops.square(zq - ops.stop_gradient(z)))
+        commitment = per_sample_mean(ops.square(ops.stop_gradient(zq) - z))
+        if self.rotation_trick:
+            output = rotate_to(z, zq)
+        else:
+            output = z + ops.stop_gradient(zq - z)
+        return output, codebook, commitment, one_hot, indices
+
+    def weighted_loss(self, codebook, commitment):
+        """`loss_weight * (codebook + commitment_cost * commitment)` per sample
+        (without the codebook term under EMA)."""
+        total = self.commitment_cost * commitment
+        if not self.uses_ema:
+            total = codebook + total
+        return self.loss_weight * total
+
+    def call(self, inputs, training=None):
+        z, _ = self._split(inputs)
+        output, codebook, commitment, one_hot, indices = self.quantize_latent(z, training)
+        self.add_loss(ops.mean(self.weighted_loss(codebook, commitment)))
+        return {
+            "output": output,
+            "codebook_loss": codebook,
+            "commitment_loss": commitment,
+            "code_probs": one_hot,
+            "indices": ops.cast(indices, "int32"),
+        }
 
     def decode_indices(self, indices):
         """The codewords `(batch, d)` of `indices (batch,)`."""
@@ -133,4 +175,5 @@ class VectorQuantizer(EMACodebookMixin, Quantizer):
             "codebook_initializer": self.codebook_initializer,
             **self._ema_config(),
             "seed": self.seed,
+            "rotation_trick": self.rotation_trick,
         }

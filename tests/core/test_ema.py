@@ -244,3 +244,22 @@ def test_registry_passes_the_ema_options_and_refuses_them_elsewhere():
         make_bottleneck("ae", "mnist", codebook_update="ema")
     with pytest.raises(ValueError, match="infodropout_weighting"):
         make_bottleneck("vq", "mnist", infodropout_weighting="notebook")
+
+
+def test_dead_code_replacements_are_distinct_rows():
+    """K = 512, batch 256, threshold 2: every code is dead after the first step;
+    256 of them move onto the 256 distinct latents, the rest wait (512 distinct)."""
+    layer = VectorQuantizer(512, codebook_update="ema", dead_code_threshold=2.0, seed=0)
+    z = np.random.default_rng(0).normal(size=(256, 8)).astype("float32")
+    layer([z, z], training=False)
+    layer([z, z], training=True)
+    codebook = ops.convert_to_numpy(layer.codebook)
+    assert len(np.unique(codebook, axis=0)) == 512
+    on_latents = (np.abs(codebook[:, None] - z[None]).sum(-1) < 1e-6)
+    assert on_latents.any(-1).sum() == 256  # at most one code per batch row
+    assert on_latents.sum(0).max() == 1
+    size = ops.convert_to_numpy(layer.ema_cluster_size)
+    assert (size == 2.0).sum() == 256
+    layer([z, z], training=True)  # the other 256 move at the next step
+    codebook = ops.convert_to_numpy(layer.codebook)
+    assert len(np.unique(codebook, axis=0)) == 512
