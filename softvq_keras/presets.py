@@ -10,7 +10,11 @@ from dataclasses import dataclass
 
 #: The bottlenecks by command-line name, in the paper's table order (the keys of
 #: `softvq_keras.BOTTLENECKS`; here so that Keras-free code can list them).
-MODEL_NAMES = ("ae", "vae", "betavae", "infodropout", "vq", "softvq")
+MODEL_NAMES = (
+    "ae", "vae", "betavae", "infodropout", "vq", "softvq", "fsq", "lfq", "rvq",
+)
+#: The models with discrete codes (a `Quantizer` bottleneck: indices, codebook usage).
+QUANTIZER_NAMES = ("vq", "softvq", "fsq", "lfq", "rvq")
 
 #: Layer options beyond the paper, listed here for Keras-free code (the CLI):
 #: how the quantizers' codebook learns (`codebook_update`, both quantizers)...
@@ -61,6 +65,12 @@ _MNIST = dict(
     max_alpha=0.7,
     codebook_initializer="uniform_unit_scaling",
     weighting="mnist_code",
+    # The modern quantizers with the paper's code budget (K = 128, 7 bits):
+    fsq_levels=(8, 4, 4),  # 128 codes
+    lfq_codes=128,  # 7 sign bits
+    # Residual VQ: 4 stages of the paper's K each (4 x 7 = 28 bits).
+    rvq_stages=4,
+    rvq_codes=128,
     batch_size=64,
     learning_rate=3e-4,
     steps=40_000,  # ~43 epochs of 60k
@@ -74,6 +84,9 @@ _SVHN = dict(
     loss_weight=2.0,
     betavae_beta=100.0,
     codebook_initializer="variance_scaling",
+    fsq_levels=(8, 8, 8),  # 512 codes, the paper's VQ K (9 bits)
+    lfq_codes=512,
+    rvq_codes=512,  # 4 x 9 = 36 bits
     steps=10_000,  # ~9 epochs of 73,257
 )
 
@@ -84,7 +97,8 @@ PRESETS = {
     "cifar10": dict(_SVHN),
     # The embedded default: small enough to train in about a minute on 2 cores.
     "digits": dict(
-        _MNIST, latent_dim=16, softvq_codes=32, vq_codes=32, steps=2_000
+        _MNIST, latent_dim=16, softvq_codes=32, vq_codes=32, steps=2_000,
+        fsq_levels=(8, 4), lfq_codes=32, rvq_codes=32,
     ),
 }
 
@@ -116,6 +130,22 @@ def dataset_info(name):
         raise ValueError(
             f"Unknown dataset {name!r}; expected one of {sorted(DATASETS)}."
         ) from None
+
+
+def code_bits(model, p):
+    """Bits per image of quantizer `model` under preset (or settings) `p`:
+    `log2` of the number of codes, summed over the stages; None for the others."""
+    import math
+
+    if model in ("vq", "softvq"):
+        return math.log2(p[f"{model}_codes"])
+    if model == "fsq":
+        return sum(math.log2(level) for level in p["fsq_levels"])
+    if model == "lfq":
+        return math.log2(p["lfq_codes"])
+    if model == "rvq":
+        return p["rvq_stages"] * math.log2(p["rvq_codes"])
+    return None
 
 
 def preset(name):

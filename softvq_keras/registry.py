@@ -3,8 +3,11 @@
 import math
 
 from softvq_keras.layers import (
+    FiniteScalarQuantizer,
     IdentityBottleneck,
     InformationDropout,
+    LookupFreeQuantizer,
+    ResidualVectorQuantizer,
     SoftVectorQuantizer,
     VariationalBottleneck,
     VectorQuantizer,
@@ -63,6 +66,30 @@ def _vq(p, dataset, seed):
         loss_weight=p["loss_weight"],
         codebook_initializer=p["codebook_initializer"],
         seed=seed,
+        rotation_trick=p.get("rotation_trick", False),
+        **_ema(p),
+        name="bottleneck",
+    )
+
+
+def _fsq(p, dataset, seed):
+    return FiniteScalarQuantizer(levels=p["fsq_levels"], name="bottleneck")
+
+
+def _lfq(p, dataset, seed):
+    return LookupFreeQuantizer(codebook_size=p["lfq_codes"], name="bottleneck")
+
+
+def _rvq(p, dataset, seed):
+    return ResidualVectorQuantizer(
+        num_quantizers=p["rvq_stages"],
+        num_codes=p["rvq_codes"],
+        commitment_cost=p["commitment_cost"],
+        loss_weight=p["loss_weight"],
+        codebook_initializer=p["codebook_initializer"],
+        rotation_trick=p.get("rotation_trick", False),
+        quantizer_dropout=p.get("quantizer_dropout", False),
+        seed=seed,
         **_ema(p),
         name="bottleneck",
     )
@@ -89,8 +116,15 @@ LAYER_OPTIONS = {
     "infodropout": {"infodropout_weighting"},
 }
 EMA_OPTIONS = {"codebook_update", "decay", "ema_epsilon", "dead_code_threshold"}
-for _name in ("vq", "softvq"):
+for _name in ("vq", "softvq", "rvq"):
     LAYER_OPTIONS[_name] = LAYER_OPTIONS.get(_name, set()) | EMA_OPTIONS
+for _name in ("vq", "rvq"):
+    LAYER_OPTIONS[_name] |= {"rotation_trick"}
+LAYER_OPTIONS["rvq"] |= {"quantizer_dropout"}
+#: The preset key `codebook_size` sets, per model (fsq: `levels`).
+CODEBOOK_SIZE_KEYS = {
+    "vq": "vq_codes", "softvq": "softvq_codes", "lfq": "lfq_codes", "rvq": "rvq_codes",
+}
 
 BOTTLENECKS = {
     "ae": _ae,
@@ -99,18 +133,24 @@ BOTTLENECKS = {
     "infodropout": _infodropout,
     "vq": _vq,
     "softvq": _softvq,
+    "fsq": _fsq,
+    "lfq": _lfq,
+    "rvq": _rvq,
 }
 
 
 def bottleneck_settings(model, dataset, **overrides):
     """The preset of `dataset` with `overrides` applied (None values ignored).
 
-    `codebook_size` sets the K of whichever quantizer `model` is; `beta` sets
-    the KL weight of `vae`, `betavae` or `infodropout`; `latent_noise_stddev`
-    and `variance` are passed to `SoftVectorQuantizer`; `codebook_update`,
-    `decay`, `ema_epsilon` and `dead_code_threshold` to either quantizer
-    (EMA codebook); `infodropout_weighting` to `InformationDropout`. A
-    layer option given to a model that does not have it is an error.
+    `codebook_size` sets the K of vq, softvq, lfq (a power of two) and rvq
+    (per stage); `levels` the levels of fsq; `num_quantizers` the stages of
+    rvq; `beta` sets the KL weight of `vae`, `betavae` or `infodropout`;
+    `latent_noise_stddev` and `variance` are passed to `SoftVectorQuantizer`;
+    `codebook_update`, `decay`, `ema_epsilon` and `dead_code_threshold` to vq,
+    softvq and rvq (EMA codebook); `rotation_trick` to vq and rvq;
+    `quantizer_dropout` to rvq; `infodropout_weighting` to
+    `InformationDropout`. A layer option given to a model that does not have
+    it is an error.
     """
     if model not in BOTTLENECKS:
         raise ValueError(
@@ -119,9 +159,20 @@ def bottleneck_settings(model, dataset, **overrides):
     p = preset(dataset)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if "codebook_size" in overrides:
-        p[f"{'softvq' if model == 'softvq' else 'vq'}_codes"] = overrides.pop(
-            "codebook_size"
-        )
+        if model not in CODEBOOK_SIZE_KEYS:
+            raise ValueError(
+                f"codebook_size applies to {', '.join(CODEBOOK_SIZE_KEYS)}, not "
+                f"{model}" + (" (set its levels)" if model == "fsq" else "") + "."
+            )
+        p[CODEBOOK_SIZE_KEYS[model]] = overrides.pop("codebook_size")
+    if "levels" in overrides:
+        if model != "fsq":
+            raise ValueError(f"levels applies to fsq only, not {model}.")
+        p["fsq_levels"] = tuple(overrides.pop("levels"))
+    if "num_quantizers" in overrides:
+        if model != "rvq":
+            raise ValueError(f"num_quantizers applies to rvq only, not {model}.")
+        p["rvq_stages"] = overrides.pop("num_quantizers")
     if "beta" in overrides:
         key = {"vae": "vae_beta", "betavae": "betavae_beta"}.get(
             model, "infodropout_beta"

@@ -47,7 +47,7 @@ from training.settings import (
 def _defaults_table(presets):
     """The per-dataset defaults as a small text table for `--help`."""
     header = ("dataset", "arch", "backend", "steps", "batch", "lr", "d", "K softvq/vq",
-              "beta vae/betavae/infodropout")
+              "fsq levels", "K lfq", "rvq", "beta vae/betavae/infodropout")
     rows = [header]
     for name, info in presets.DATASETS.items():
         p = presets.PRESETS[name]
@@ -55,11 +55,20 @@ def _defaults_table(presets):
             name, info.architecture, DEFAULT_BACKEND[info.architecture], str(p["steps"]),
             str(p["batch_size"]), f"{p['learning_rate']:g}", str(p["latent_dim"]),
             f"{p['softvq_codes']}/{p['vq_codes']}",
+            ",".join(str(level) for level in p["fsq_levels"]), str(p["lfq_codes"]),
+            f"{p['rvq_stages']}x{p['rvq_codes']}",
             "/".join(f"{p[key]:g}" for key in BETA_KEYS.values()),
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["per-dataset defaults (the paper's settings; digits is this project's):"]
     lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    bits = []
+    for name in presets.DATASETS:
+        p = presets.PRESETS[name]
+        bits.append(f"{name} " + ", ".join(
+            f"{model} {presets.code_bits(model, p):g}" for model in presets.QUANTIZER_NAMES))
+    lines += ["bits per image (log2 of the codes, summed over rvq's stages):"]
+    lines += [f"  {line}" for line in bits]
     lines += [
         "your own images (a folder, an .npz file, tfds:NAME) take the mnist row's defaults",
         "with the MLP and the svhn row's with the CNN (steps: the same number of updates).",
@@ -104,7 +113,27 @@ def build_parser(presets=None):
     hp.add_argument("--latent-dim", type=int, help=f"latent dimension d {preset_default}")
     hp.add_argument(
         "--codebook-size", type=int,
-        help=f"codebook size K (>= 2) of vq and softvq {preset_default}",
+        help="codebook size K (>= 2) of vq and softvq, of lfq (a power of two: "
+        f"log2 K sign bits) and of each rvq stage {preset_default}",
+    )
+    hp.add_argument(
+        "--levels", metavar="L1,L2,...",
+        help="fsq: levels per channel, each >= 2, e.g. 8,4,4 (128 codes, 7 bits) "
+        f"{preset_default}",
+    )
+    hp.add_argument(
+        "--num-quantizers", type=int,
+        help=f"rvq: number of residual stages {preset_default}",
+    )
+    hp.add_argument(
+        "--quantizer-dropout", action="store_true",
+        help="rvq: in training, keep a random prefix of the stages per batch "
+        "(SoundStream) (default: off)",
+    )
+    hp.add_argument(
+        "--rotation-trick", action="store_true",
+        help="vq/rvq: pass the codewords to the decoder with the rotation trick "
+        "(Fifty et al. 2024) instead of straight-through (default: off)",
     )
     hp.add_argument(
         "--beta", type=float,
@@ -130,10 +159,18 @@ def build_parser(presets=None):
     )
     hp.add_argument(
         "--codebook-update", choices=CODEBOOK_UPDATES,
-        help="vq/softvq codebook learning: 'gradient' (the paper's codebook loss) or "
+        help="vq/softvq/rvq codebook learning: 'gradient' (the paper's codebook loss) or "
         "'ema' (exponential moving averages of the assigned encoder outputs, decay "
-        "0.99, no codebook loss term; soft VQ uses the posterior as soft counts) "
+        "0.99; the codebook gets no gradient: vq and rvq drop the codebook loss term, "
+        "softvq keeps it since it also trains the encoder and the variance head "
+        "through the posterior, and uses the posterior as soft counts) "
         "(default: gradient)",
+    )
+    hp.add_argument(
+        "--dead-code-threshold", type=float,
+        help="with --codebook-update ema: a code whose EMA cluster size (picks per "
+        "batch) falls under this value is moved onto an encoder output of the batch, "
+        "distinct rows (default: 0, off)",
     )
     hp.add_argument(
         "--infodropout-weighting", choices=INFODROPOUT_WEIGHTINGS,

@@ -111,13 +111,23 @@ def nearest_centroid(latents, centroids):
     return np.argmin(distances, axis=1)
 
 
-def codebook_statistics(code_probs):
-    """Codebook usage and perplexity of `code_probs` (N, K), via `CodebookUsage`."""
+def codebook_statistics(indices, codes_per_stage):
+    """Codebook usage and perplexity of `indices` (N,) or (N, stages), via
+    `CodebookUsage`; `codes_per_stage` as the quantizer's."""
     from softvq_keras import CodebookUsage
 
-    metric = CodebookUsage(np.shape(code_probs)[-1])
-    metric.update_state(np.asarray(code_probs, dtype=np.float32))
+    metric = CodebookUsage(codes_per_stage)
+    metric.update_state(np.asarray(indices, dtype=np.int32))
     return {k: float(np.asarray(v)) for k, v in metric.result().items()}
+
+
+def _codes_per_stage(autoencoder):
+    from softvq_keras.layers import Quantizer
+
+    for layer in autoencoder.layers:
+        if isinstance(layer, Quantizer):
+            return layer.codes_per_stage
+    return None
 
 
 def representation_scores(z_train, y_train, z_test, y_test, *, kmeans_init, probe_epochs, seed,
@@ -143,23 +153,27 @@ def representation_scores(z_train, y_train, z_test, y_test, *, kmeans_init, prob
 
 def autoencoder_statistics(autoencoder, data, split="test"):
     """Reconstruction error (mean squared error per scaled pixel) and, for
-    vq / softvq, codebook usage and perplexity of `code_probs`, over `split`
-    batch by batch (a streamed split is never held whole)."""
+    the quantizers, codebook usage and perplexity of the `indices` (distinct
+    codes counted, per stage for rvq and averaged), over `split` batch by
+    batch (a streamed split is never held whole)."""
     from softvq_keras import CodebookUsage
 
     squared, values, usage = 0.0, 0, None
+    codes_per_stage = _codes_per_stage(autoencoder)
     for x in data.batches(split):
         outputs = autoencoder.predict_on_batch(x)
         reconstruction = np.asarray(outputs["reconstruction"], dtype=np.float64)
         squared += float(np.sum((reconstruction.reshape(x.shape) - x) ** 2))
         values += x.size
-        if "code_probs" in outputs:
+        if "indices" in outputs and codes_per_stage is not None:
             if usage is None:
-                usage = CodebookUsage(np.shape(outputs["code_probs"])[-1])
-            usage.update_state(np.asarray(outputs["code_probs"], dtype=np.float32))
+                usage = CodebookUsage(codes_per_stage)
+            usage.update_state(np.asarray(outputs["indices"], dtype=np.int32))
     stats = {"reconstruction_error": squared / max(values, 1)}
     if usage is not None:
         stats.update({k: float(np.asarray(v)) for k, v in usage.result().items()})
+        stats["codes_per_stage"] = list(codes_per_stage)
+        stats["bits_per_image"] = float(sum(np.log2(k) for k in codes_per_stage))
     return stats
 
 
@@ -310,6 +324,8 @@ def format_summary(metrics):
         lines.append(
             f"  codebook usage {metrics['codebook_usage']:.3f}  "
             f"perplexity {metrics['perplexity']:.2f}"
+            + (f"  ({metrics['bits_per_image']:g} bits per image)"
+               if "bits_per_image" in metrics else "")
         )
     timings = metrics["timings_s"]
     per_epoch = timings.get("seconds_per_epoch") or [0.0]

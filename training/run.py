@@ -37,6 +37,7 @@ from training.settings import (
     epochs_for_steps,
     fit_verbosity,
     load_presets,
+    parse_levels,
     require,
 )
 
@@ -289,7 +290,10 @@ def _train_and_export(settings, callbacks, presets, backend, plan, data, timer, 
         make_bottleneck, s.model, info.preset, seed=s.seed, codebook_size=s.codebook_size,
         beta=s.beta, variance=s.variance, codebook_update=s.codebook_update,
         infodropout_weighting=s.infodropout_weighting, weighting=s.softvq_weighting,
-        input_shape=info.input_shape,
+        input_shape=info.input_shape, dead_code_threshold=s.dead_code_threshold,
+        rotation_trick=s.rotation_trick or None,
+        levels=None if s.levels is None else parse_levels(s.levels),
+        num_quantizers=s.num_quantizers, quantizer_dropout=s.quantizer_dropout or None,
     )
 
     def build(bottleneck):

@@ -16,7 +16,14 @@ from pathlib import Path
 from softvq_keras import presets as _presets
 from training import artifacts
 
-QUANTIZERS = ("vq", "softvq")
+#: Models with discrete codes (indices, codebook usage and perplexity).
+QUANTIZERS = _presets.QUANTIZER_NAMES
+#: Models with a learned codebook (K-means init, restarts: vq and softvq; EMA: rvq too).
+CODEBOOK_MODELS = ("vq", "softvq")
+EMA_MODELS = ("vq", "softvq", "rvq")
+#: Models `--codebook-size` applies to (fsq: `--levels`).
+CODEBOOK_SIZE_MODELS = ("vq", "softvq", "lfq", "rvq")
+ROTATION_MODELS = ("vq", "rvq")
 #: `--codebook-init` choices: the paper's random initializer, or `CodebookKMeansInit`.
 CODEBOOK_INITS = ("random", "kmeans")
 #: `--variance` choices (SoftVectorQuantizer's `variance`).
@@ -66,7 +73,7 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 #: The same for the bottleneck's own settings (layer arguments added later).
 BOTTLENECK_DEFAULTS = {
     "variance": "per_input", "codebook_update": "gradient", "decay": 0.99, "epsilon": 1e-5,
-    "dead_code_threshold": 0.0,
+    "dead_code_threshold": 0.0, "rotation_trick": False,
 }
 
 EXIT_FAILED = 1
@@ -99,6 +106,11 @@ class FitSettings:
     codebook_init: str = "random"
     dead_code_restarts: bool = False
     codebook_update: str | None = None
+    dead_code_threshold: float | None = None
+    rotation_trick: bool = False
+    levels: str | tuple | None = None  # fsq: "8,4,4"
+    num_quantizers: int | None = None  # rvq stages
+    quantizer_dropout: bool = False
     infodropout_weighting: str | None = None
     softvq_weighting: str | None = None
     adam_epsilon: float | None = None
@@ -218,10 +230,34 @@ def check_settings(s, presets):
     require(s.learning_rate is None or (math.isfinite(s.learning_rate) and s.learning_rate > 0),
              f"--learning-rate must be a positive number; got {s.learning_rate}")
     if s.codebook_size is not None:
-        require(s.model in QUANTIZERS,
-                 f"--codebook-size applies to {' and '.join(QUANTIZERS)} only, not {s.model}")
-        require(s.codebook_size >= 2,
+        require(s.model in CODEBOOK_SIZE_MODELS,
+                 f"--codebook-size applies to {', '.join(CODEBOOK_SIZE_MODELS)} only, not "
+                 f"{s.model}" + (" (use --levels)" if s.model == "fsq" else ""))
+        require(isinstance(s.codebook_size, int) and s.codebook_size >= 2,
                  f"--codebook-size (K) must be at least 2; got {s.codebook_size}")
+        require(s.model != "lfq" or s.codebook_size & (s.codebook_size - 1) == 0,
+                 f"--codebook-size must be a power of two for lfq; got {s.codebook_size}")
+    if s.levels is not None:
+        require(s.model == "fsq", f"--levels applies to fsq only, not {s.model}")
+        parse_levels(s.levels)
+    if s.num_quantizers is not None:
+        require(s.model == "rvq", f"--num-quantizers applies to rvq only, not {s.model}")
+        require(isinstance(s.num_quantizers, int) and s.num_quantizers >= 1,
+                 f"--num-quantizers must be a positive integer; got {s.num_quantizers}")
+    if s.quantizer_dropout:
+        require(s.model == "rvq", f"--quantizer-dropout applies to rvq only, not {s.model}")
+    if s.rotation_trick:
+        require(s.model in ROTATION_MODELS,
+                 f"--rotation-trick applies to {' and '.join(ROTATION_MODELS)} only, not {s.model}")
+    if s.dead_code_threshold is not None:
+        require(s.model in EMA_MODELS,
+                 f"--dead-code-threshold applies to {', '.join(EMA_MODELS)} only, not {s.model}")
+        require(s.codebook_update == "ema",
+                 "--dead-code-threshold needs --codebook-update ema (it acts on the EMA "
+                 "cluster sizes)")
+        require(isinstance(s.dead_code_threshold, (int, float))
+                and math.isfinite(s.dead_code_threshold) and s.dead_code_threshold >= 0,
+                f"--dead-code-threshold must be a non-negative number; got {s.dead_code_threshold}")
     if s.beta is not None:
         require(s.model in BETA_KEYS,
                  f"--beta applies to {', '.join(BETA_KEYS)} only, not {s.model}")
@@ -244,11 +280,11 @@ def check_settings(s, presets):
              f"--codebook-init must be one of {', '.join(CODEBOOK_INITS)}; got {s.codebook_init!r}")
     if s.codebook_init != "random" or s.dead_code_restarts:
         flag = "--codebook-init" if s.codebook_init != "random" else "--dead-code-restarts"
-        require(s.model in QUANTIZERS,
-                 f"{flag} applies to {' and '.join(QUANTIZERS)} only, not {s.model}")
+        require(s.model in CODEBOOK_MODELS,
+                 f"{flag} applies to {' and '.join(CODEBOOK_MODELS)} only, not {s.model}")
     if s.codebook_update is not None:
-        require(s.model in QUANTIZERS,
-                 f"--codebook-update applies to {' and '.join(QUANTIZERS)} only, not {s.model}")
+        require(s.model in EMA_MODELS,
+                 f"--codebook-update applies to {', '.join(EMA_MODELS)} only, not {s.model}")
         require(s.codebook_update in CODEBOOK_UPDATES,
                  f"--codebook-update must be one of {', '.join(CODEBOOK_UPDATES)}; "
                  f"got {s.codebook_update!r}")
@@ -280,6 +316,21 @@ def check_settings(s, presets):
              f"--precision must be one of {', '.join(PRECISIONS)}; got {s.precision!r}")
     require(s.devices is None or (isinstance(s.devices, int) and s.devices >= 1),
              f"--devices must be a positive integer; got {s.devices}")
+
+
+def parse_levels(levels):
+    """`--levels` as a tuple of ints >= 2: "8,4,4" (or a sequence) -> (8, 4, 4)."""
+    if isinstance(levels, str):
+        try:
+            levels = tuple(int(part) for part in levels.split(","))
+        except ValueError:
+            raise UsageError(
+                f"--levels must be integers >= 2 separated by commas, e.g. 8,4,4; got {levels!r}"
+            ) from None
+    levels = tuple(levels)
+    require(levels and all(isinstance(l, int) and l >= 2 for l in levels),
+             f"--levels must be integers >= 2 separated by commas, e.g. 8,4,4; got {levels}")
+    return levels
 
 
 def check_run_dir(s):

@@ -3,7 +3,7 @@
 import keras
 from keras import layers, ops
 
-from softvq_keras.layers.base import Bottleneck
+from softvq_keras.layers.base import Bottleneck, Quantizer
 from softvq_keras.models.subpixel import IMPLEMENTATIONS, SubPixelConv2DTranspose
 
 
@@ -11,38 +11,63 @@ from softvq_keras.models.subpixel import IMPLEMENTATIONS, SubPixelConv2DTranspos
 class CodebookUsage(keras.metrics.Metric):
     """Codebook usage and perplexity over all the batches seen.
 
-    Counts, for every codeword, how many inputs had it as their most probable
-    code (`argmax` of `code_probs`). `codebook_usage` is the fraction of the K
-    codewords picked at least once; `perplexity` is `exp(H)` of the pick
-    histogram (K when all codes are used equally, 1 when one code takes all).
+    Counts, for every code of every stage, how many inputs picked it (the
+    quantizer's `"indices"`: `(batch,)`, or `(batch, stages)` for a residual
+    quantizer; -1, a stage dropped in training, counts nothing). Counting is a
+    segment sum over the `sum(codes_per_stage)` codes, never a one-hot of the
+    batch, so FSQ / LFQ codebooks of many codes cost one counter each.
+    `codebook_usage` is the fraction of a stage's codes picked at least once
+    and `perplexity` is `exp(H)` of a stage's pick histogram (K when all codes
+    are used equally, 1 when one code takes all), both averaged over the
+    stages.
+
+    Args:
+        codes_per_stage: the number of codes (an int), or a list of one per
+            stage (a `Quantizer`'s `codes_per_stage`).
     """
 
-    def __init__(self, num_codes, name="codebook", **kwargs):
+    def __init__(self, codes_per_stage, name="codebook", **kwargs):
         super().__init__(name=name, **kwargs)
-        self.num_codes = int(num_codes)
+        if isinstance(codes_per_stage, int):
+            codes_per_stage = [codes_per_stage]
+        self.codes_per_stage = [int(k) for k in codes_per_stage]
+        self.total_codes = sum(self.codes_per_stage)
         self.counts = self.add_variable(
-            shape=(self.num_codes,), initializer="zeros", name="counts"
+            shape=(self.total_codes,), initializer="zeros", name="counts"
         )
 
-    def update_state(self, code_probs, sample_weight=None):
-        picks = ops.one_hot(ops.argmax(code_probs, axis=-1), self.num_codes)
-        self.counts.assign(self.counts + ops.sum(picks, axis=0))
+    def update_state(self, indices, sample_weight=None):
+        indices = ops.cast(indices, "int32")
+        if len(indices.shape) == 1:
+            indices = ops.expand_dims(indices, -1)
+        offsets, start = [], 0
+        for k in self.codes_per_stage:
+            offsets.append(start)
+            start += k
+        ids = indices + ops.convert_to_tensor(offsets, dtype="int32")
+        ids = ops.reshape(ops.where(indices < 0, self.total_codes, ids), (-1,))
+        ones = ops.ones(ops.shape(ids), dtype="float32")
+        picks = ops.segment_sum(ones, ids, num_segments=self.total_codes + 1)
+        self.counts.assign(self.counts + picks[: self.total_codes])
 
     def result(self):
         counts = ops.convert_to_tensor(self.counts)
-        total = ops.maximum(ops.sum(counts), 1.0)
-        p = counts / total
-        entropy = -ops.sum(ops.where(p > 0, p * ops.log(ops.maximum(p, 1e-12)), 0.0))
-        return {
-            "codebook_usage": ops.mean(ops.cast(counts > 0, "float32")),
-            "perplexity": ops.exp(entropy),
-        }
+        usage, perplexity, start = 0.0, 0.0, 0
+        for k in self.codes_per_stage:
+            stage = counts[start : start + k]
+            start += k
+            p = stage / ops.maximum(ops.sum(stage), 1.0)
+            entropy = -ops.sum(ops.where(p > 0, p * ops.log(ops.maximum(p, 1e-12)), 0.0))
+            usage = usage + ops.mean(ops.cast(stage > 0, "float32"))
+            perplexity = perplexity + ops.exp(entropy)
+        stages = float(len(self.codes_per_stage))
+        return {"codebook_usage": usage / stages, "perplexity": perplexity / stages}
 
     def reset_state(self):
-        self.counts.assign(ops.zeros((self.num_codes,)))
+        self.counts.assign(ops.zeros((self.total_codes,)))
 
     def get_config(self):
-        return {**super().get_config(), "num_codes": self.num_codes}
+        return {**super().get_config(), "codes_per_stage": self.codes_per_stage}
 
 
 @keras.saving.register_keras_serializable(package="softvq")
@@ -51,7 +76,7 @@ class Autoencoder(keras.Model):
 
     Its outputs are a dict: `reconstruction`, `latent` (the pre-quantization `z`)
     and what the bottleneck returns besides its output (`*_loss` terms per
-    sample, `code_probs` for quantizers). The training loss is
+    sample, `indices` and `code_probs` for quantizers). The training loss is
     `mean((x - reconstruction)^2) / pixel_variance` plus the bottleneck's
     `add_loss` terms; `fit(x)` needs no targets. Logged per epoch:
     `reconstruction_loss`, each bottleneck term, and for quantizers
@@ -66,7 +91,10 @@ class Autoencoder(keras.Model):
             k: keras.metrics.Mean(name=k) for k in ["reconstruction_loss", *names]
         }
         self.codebook_metric = None
-        if "code_probs" in self.output:
+        quantizer = next((l for l in self.layers if isinstance(l, Quantizer)), None)
+        if quantizer is not None and "indices" in self.output:
+            self.codebook_metric = CodebookUsage(quantizer.codes_per_stage)
+        elif "code_probs" in self.output:  # a model saved before "indices" existed
             self.codebook_metric = CodebookUsage(self.output["code_probs"].shape[-1])
 
     def reconstruction_loss(self, x, reconstruction):
@@ -90,7 +118,10 @@ class Autoencoder(keras.Model):
             if name != "reconstruction_loss":
                 tracker.update_state(ops.mean(y_pred[name]))
         if self.codebook_metric is not None:
-            self.codebook_metric.update_state(y_pred["code_probs"])
+            indices = y_pred.get("indices")
+            if indices is None:
+                indices = ops.argmax(y_pred["code_probs"], axis=-1)
+            self.codebook_metric.update_state(indices)
         return self.get_metrics_result()
 
     def get_config(self):
