@@ -65,10 +65,10 @@ def _defaults_table(presets):
     bits = []
     for name in presets.DATASETS:
         p = presets.PRESETS[name]
-        bits.append(f"{name} " + ", ".join(
+        bits.append(f"{name}: " + ", ".join(
             f"{model} {presets.code_bits(model, p):g}" for model in presets.QUANTIZER_NAMES))
-    lines += ["bits per image (log2 of the codes, summed over rvq's stages):"]
-    lines += [f"  {line}" for line in bits]
+    lines += ["bits per image (log2 of the number of codes, summed over rvq's stages):"]
+    lines += [f"  - {line}" for line in bits]
     lines += [
         "your own images (a folder, an .npz file, tfds:NAME) take the mnist row's defaults",
         "with the MLP and the svhn row's with the CNN (steps: the same number of updates).",

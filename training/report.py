@@ -10,6 +10,8 @@ from training.paper import PAPER
 from training.variants import VARIANTS
 
 METRICS = ("clustering_accuracy", "nmi", "classification_accuracy")
+#: What the quantizer rows add (metrics.json keys), summarized the same way.
+CODE_METRICS = ("bits_per_image", "codebook_usage", "perplexity", "reconstruction_error")
 
 
 def summarize(dataset, per_row):
@@ -26,6 +28,15 @@ def summarize(dataset, per_row):
                 "values": values.tolist(),
                 "paper": paper_value,
             }
+        for metric in CODE_METRICS:
+            values = [r[metric] for r in runs if metric in r]
+            if len(values) == len(runs):
+                values = np.array(values, dtype=np.float64)
+                row[metric] = {
+                    "mean": float(values.mean()),
+                    "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                    "values": values.tolist(),
+                }
         row["wall_time_s"] = float(np.mean([r["timings_s"]["total"] for r in runs]))
         rows.append(row)
     return rows
@@ -79,6 +90,17 @@ def markdown(dataset, rows, info, seeds, wall_time, note=None):
             f"| {_cell(n, 1, 4)} | {_paper(n, 1, 4)} "
             f"| {_cell(a, 100, 2)} | {_paper(a, 100, 2)} | {r['wall_time_s'] / 60:.1f} min |"
         )
+    coded = [r for r in rows if "codebook_usage" in r]
+    if coded:
+        lines += ["", "Codes (test split; rvq: per stage, averaged over its stages):", "",
+                  "| model | bits / image | codebook usage % | perplexity | reconstruction error |",
+                  "|---|---|---|---|---|"]
+        for r in coded:
+            bits = f"{r['bits_per_image']['mean']:g}" if "bits_per_image" in r else "–"
+            recon = (_cell(r["reconstruction_error"], 1, 5)
+                     if "reconstruction_error" in r else "–")
+            lines.append(f"| {r['name']} | {bits} | {_cell(r['codebook_usage'], 100, 1)} "
+                         f"| {_cell(r['perplexity'], 1, 1)} | {recon} |")
     extra = [r for r in rows if r["name"] in VARIANTS]
     if extra:
         lines += ["", "Rows below the paper's are not in the paper (each changes one "

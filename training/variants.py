@@ -71,7 +71,26 @@ VARIANTS = {
     "softvq+ema": (
         "softvq", {"codebook_update": "ema"},
         "soft VQ whose codebook follows exponential moving averages weighted by the "
-        "posterior (soft counts; decay 0.99; no codebook loss term)",
+        "posterior (soft counts; decay 0.99; the codebook gets no gradient, but the "
+        "codebook loss term stays: through the posterior it also trains the encoder "
+        "and the variance head)",
+    ),
+    "vq+rotation": (
+        "vq", {"rotation_trick": True},
+        "hard VQ whose codewords reach the decoder through the rotation trick "
+        "(Fifty et al. 2024) instead of straight-through",
+    ),
+    "vq+k1024": (
+        "vq", {"codebook_size": 1024},
+        "hard VQ with the paper's recipe and K = 1024 codes (10 bits per image) "
+        "in place of 128",
+    ),
+    "vq+rotation+k1024": (
+        "vq", {"codebook_size": 1024, "rotation_trick": True, "codebook_update": "ema",
+               "dead_code_threshold": 0.03, "codebook_init": "kmeans"},
+        "hard VQ with K = 1024 (10 bits) trained to use its codebook: the rotation "
+        "trick, an EMA codebook whose codes under 0.03 picks per batch move onto "
+        "encoder outputs, K-means initialization after epoch 1",
     ),
     "infodropout+notebook": (
         "infodropout", {"infodropout_weighting": "notebook"},

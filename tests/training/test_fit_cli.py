@@ -37,7 +37,18 @@ def run_cli(capsys, *argv):
         (["digits", "ae", "--learning-rate", "0"], "--learning-rate must be a positive number"),
         (["digits", "ae", "--learning-rate", "nan"], "--learning-rate must be a positive number"),
         (["digits", "vq", "--codebook-size", "1"], "--codebook-size (K) must be at least 2; got 1"),
-        (["digits", "ae", "--codebook-size", "8"], "--codebook-size applies to vq and softvq only"),
+        (["digits", "ae", "--codebook-size", "8"], "--codebook-size applies to vq, softvq, lfq, rvq only"),
+        (["digits", "fsq", "--codebook-size", "8"], "--codebook-size applies to vq, softvq, lfq, rvq only, not fsq (use --levels)"),
+        (["digits", "lfq", "--codebook-size", "100"], "--codebook-size must be a power of two for lfq; got 100"),
+        (["digits", "fsq", "--levels", "8,1,4"], "--levels must be integers >= 2 separated by commas"),
+        (["digits", "fsq", "--levels", "8,x"], "--levels must be integers >= 2 separated by commas, e.g. 8,4,4; got '8,x'"),
+        (["digits", "vq", "--levels", "8,4"], "--levels applies to fsq only, not vq"),
+        (["digits", "rvq", "--num-quantizers", "0"], "--num-quantizers must be a positive integer; got 0"),
+        (["digits", "vq", "--num-quantizers", "2"], "--num-quantizers applies to rvq only, not vq"),
+        (["digits", "vq", "--quantizer-dropout"], "--quantizer-dropout applies to rvq only, not vq"),
+        (["digits", "softvq", "--rotation-trick"], "--rotation-trick applies to vq and rvq only, not softvq"),
+        (["digits", "vq", "--dead-code-threshold", "0.1"], "--dead-code-threshold needs --codebook-update ema"),
+        (["digits", "fsq", "--codebook-update", "ema"], "--codebook-update applies to vq, softvq, rvq only, not fsq"),
         (["digits", "softvq", "--beta", "2"], "--beta applies to vae, betavae, infodropout only"),
         (["digits", "ae", "--codebook-init", "kmeans"], "--codebook-init applies to vq and softvq only, not ae"),
         (["digits", "vq", "--variance", "per_code"], "--variance applies to softvq only, not vq"),
@@ -45,7 +56,7 @@ def run_cli(capsys, *argv):
         (["digits", "vae", "--dead-code-restarts"], "--dead-code-restarts applies to vq and softvq only, not vae"),
         (["digits", "vq", "--codebook-init", "pca"], "argument --codebook-init: invalid choice: 'pca'"),
         (["digits", "vae", "--beta", "-1"], "--beta must be a non-negative number"),
-        (["digits", "ae", "--codebook-update", "ema"], "--codebook-update applies to vq and softvq only, not ae"),
+        (["digits", "ae", "--codebook-update", "ema"], "--codebook-update applies to vq, softvq, rvq only, not ae"),
         (["digits", "vq", "--codebook-update", "kmeans"], "argument --codebook-update: invalid choice"),
         (["digits", "vq", "--softvq-weighting", "svhn_code"],
          "--softvq-weighting applies to softvq only, not vq"),
@@ -128,15 +139,19 @@ def test_help_lists_every_option_and_each_datasets_defaults(capsys):
     for flag in (
         "--epochs", "--steps", "--batch-size", "--learning-rate", "--latent-dim",
         "--codebook-size", "--beta", "--seed", "--data-dir", "--out", "--backend",
-        "--resume", "--overwrite", "--kmeans-init", "--probe-epochs",
+        "--resume", "--overwrite", "--kmeans-init", "--probe-epochs", "--levels",
+        "--num-quantizers", "--quantizer-dropout", "--rotation-trick", "--dead-code-threshold",
     ):
         assert flag in out
+    # Bits per image of every quantizer, per dataset (mnist: the paper's 7 bits).
+    assert "  - mnist: vq 7, softvq 7, fsq 7, lfq 7, rvq 28" in out
     presets = fit.load_presets()
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith("  ")}
     for name, p in presets.PRESETS.items():
         row = rows[name]
         assert str(p["steps"]) in row and str(p["latent_dim"]) in row
         assert f"{p['softvq_codes']}/{p['vq_codes']}" in row
+        assert ",".join(map(str, p["fsq_levels"])) in row and str(p["lfq_codes"]) in row
 
 
 def test_options_map_onto_the_settings():
