@@ -9,7 +9,8 @@ the middle of an epoch (or inside the train step) would be overwritten.
 
 - `CodebookKMeansInit`: once, after `at_epoch` epochs of training, set the
   codebook to the K-means centroids of the encoder outputs `z` (the "codebook
-  initialization from k-means of early latents" of the issue tracker).
+  initialization from k-means of early latents" of the issue tracker); for a
+  residual VQ, stage by stage on the residuals the previous stages leave.
 - `DeadCodeRestart`: before every `every` epochs, move each codeword that no
   input of the sample picks (argmax of `code_probs`, as the `codebook_usage`
   metric counts) onto a randomly chosen encoder output, plus a little noise
@@ -41,15 +42,16 @@ def _quantizer(model, layer_name):
         layer = model.get_layer(layer_name)
     except ValueError:
         raise ValueError(f"The model has no layer named {layer_name!r}.") from None
-    if not hasattr(layer, "codebook"):
+    if not (hasattr(layer, "codebook") or hasattr(layer, "stages")):
         raise ValueError(
             f"Layer {layer_name!r} ({type(layer).__name__}) has no codebook; codebook "
-            "callbacks apply to VectorQuantizer and SoftVectorQuantizer only."
+            "callbacks apply to VectorQuantizer, SoftVectorQuantizer and "
+            "(K-means init) ResidualVectorQuantizer only."
         )
     return layer
 
 
-def _encode(model, x, batch_size):
+def _encode(model, x, batch_size, probs=True):
     distribution = keras.distribution.distribution()
     if distribution is None:
         outputs = model.predict(x, batch_size=batch_size, verbose=0)
@@ -63,7 +65,7 @@ def _encode(model, x, batch_size):
             keras.distribution.set_distribution(distribution)
     return (
         np.asarray(outputs["latent"], dtype=np.float32),
-        np.asarray(outputs["code_probs"], dtype=np.float32),
+        np.asarray(outputs["code_probs"], dtype=np.float32) if probs else None,
     )
 
 
@@ -107,20 +109,27 @@ class CodebookKMeansInit(keras.callbacks.Callback):
         from threadpoolctl import threadpool_limits
 
         layer = _quantizer(self.model, self.layer_name)
-        num_codes = layer.codebook.shape[0]
-        z, _ = _encode(self.model, self.x, self.batch_size)
+        stages = getattr(layer, "stages", [layer])
+        num_codes = stages[0].codebook.shape[0]
+        z, _ = _encode(self.model, self.x, self.batch_size, probs=False)
         if len(z) < num_codes:
             raise ValueError(
                 f"K-means codebook init needs at least {num_codes} inputs (one per "
                 f"codeword); got {len(z)}."
             )
-        with threadpool_limits(1):  # many-threaded OpenMP is far slower on shared CPUs
-            kmeans = KMeans(num_codes, n_init=1, random_state=self.seed).fit(z)
-        centroids = kmeans.cluster_centers_.astype("float32")
-        layer.set_codebook(centroids if self.sync is None else self.sync(centroids))
-        self.epoch, self.inertia = epoch, float(kmeans.inertia_)
+        residual, inertia = z, 0.0
+        for stage in stages:  # residual VQ: each stage on what the previous left
+            with threadpool_limits(1):  # many-threaded OpenMP is far slower on shared CPUs
+                kmeans = KMeans(num_codes, n_init=1, random_state=self.seed).fit(residual)
+            centroids = kmeans.cluster_centers_.astype("float32")
+            centroids = centroids if self.sync is None else self.sync(centroids)
+            stage.set_codebook(centroids)
+            residual = residual - centroids[kmeans.labels_]
+            inertia = float(kmeans.inertia_)
+        self.epoch, self.inertia = epoch, inertia
         print(
-            f"CodebookKMeansInit: codebook set to K-means (K={num_codes}) of "
+            f"CodebookKMeansInit: codebook set to K-means (K={num_codes}"
+            f"{f', {len(stages)} stages' if len(stages) > 1 else ''}) of "
             f"{len(z)} latents before epoch {epoch + 1}.",
             flush=True,
         )

@@ -147,7 +147,7 @@ def build_parser(presets=None):
     )
     hp.add_argument(
         "--codebook-init", choices=CODEBOOK_INITS, default="random",
-        help="vq/softvq codebook: 'random' (the paper's initializer) or 'kmeans' "
+        help="vq/softvq/rvq codebook: 'random' (the paper's initializer) or 'kmeans' "
         "(re-initialized after epoch 1 to the K-means centroids of the latents of "
         f"{CODEBOOK_SAMPLE:,} training inputs) (default: random)",
     )

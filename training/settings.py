@@ -278,10 +278,13 @@ def check_settings(s, presets):
         require(s.kmeans_sample >= 2, f"--kmeans-sample must be at least 2; got {s.kmeans_sample}")
     require(s.codebook_init in CODEBOOK_INITS,
              f"--codebook-init must be one of {', '.join(CODEBOOK_INITS)}; got {s.codebook_init!r}")
-    if s.codebook_init != "random" or s.dead_code_restarts:
-        flag = "--codebook-init" if s.codebook_init != "random" else "--dead-code-restarts"
+    if s.codebook_init != "random":
+        require(s.model in EMA_MODELS,
+                 f"--codebook-init applies to {', '.join(EMA_MODELS)} only, not {s.model}")
+    if s.dead_code_restarts:
         require(s.model in CODEBOOK_MODELS,
-                 f"{flag} applies to {' and '.join(CODEBOOK_MODELS)} only, not {s.model}")
+                 f"--dead-code-restarts applies to {' and '.join(CODEBOOK_MODELS)} only, "
+                 f"not {s.model}")
     if s.codebook_update is not None:
         require(s.model in EMA_MODELS,
                  f"--codebook-update applies to {', '.join(EMA_MODELS)} only, not {s.model}")

@@ -70,23 +70,20 @@ class Bottleneck(keras.layers.Layer):
         head.build(features_shape)
         return head
 
-    def _quantizer_outputs(
-        self, z, quantized, code_probs, indices, train_codebook=True
-    ):
-        """Losses and straight-through output shared by the quantizers.
+    def _quantizer_outputs(self, z, quantized, code_probs, indices):
+        """Losses and straight-through output of soft VQ.
 
         `codebook = mean((quantized - sg(z))^2)` and
         `commitment = mean((sg(quantized) - z)^2)` per sample; adds
         `loss_weight * (codebook + commitment_cost * commitment)` (batch
-        means), or only `loss_weight * commitment_cost * commitment` when
-        `train_codebook` is false (EMA codebook: the term is only reported);
-        the decoder gets `z + sg(quantized - z)`.
+        means), with an EMA codebook too: the codebook then gets no gradient
+        (it is not trainable), but the codebook term still trains `z` and the
+        variance head through the posterior. The decoder gets
+        `z + sg(quantized - z)`.
         """
         codebook = per_sample_mean(ops.square(quantized - ops.stop_gradient(z)))
         commitment = per_sample_mean(ops.square(ops.stop_gradient(quantized) - z))
-        total = self.commitment_cost * ops.mean(commitment)
-        if train_codebook:
-            total = ops.mean(codebook) + total
+        total = ops.mean(codebook) + self.commitment_cost * ops.mean(commitment)
         self.add_loss(self.loss_weight * total)
         return {
             "output": z + ops.stop_gradient(quantized - z),

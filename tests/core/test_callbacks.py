@@ -123,3 +123,29 @@ def test_callbacks_refuse_bad_settings_and_models(digits_splits):
     small = _model(SoftVectorQuantizer(num_codes=K, name="bottleneck"))
     with pytest.raises(ValueError, match="at least 8 inputs"):
         small.fit(x, epochs=2, verbose=0, callbacks=[CodebookKMeansInit(x[:5])])
+
+
+def test_kmeans_init_sets_every_residual_stage(digits_splits):
+    """Residual VQ: stage s gets the K-means centroids of what stages < s leave."""
+    from sklearn.cluster import KMeans
+
+    from softvq_keras import build_autoencoder, make_bottleneck
+    from softvq_keras.callbacks import CodebookKMeansInit
+
+    x = digits_splits.x_train[:256]
+    bottleneck = make_bottleneck("rvq", "digits", seed=0, num_quantizers=2, codebook_size=8)
+    model, _ = build_autoencoder(bottleneck, (64,), 4, "mlp")
+    model.compile(optimizer="adam")
+    callback = CodebookKMeansInit(x, at_epoch=1, seed=0)
+    callback.set_model(model)
+    callback.on_epoch_begin(1)
+    z = np.asarray(model.predict(x, verbose=0)["latent"], np.float32)
+    first = KMeans(8, n_init=1, random_state=0).fit(z)
+    residual = z - first.cluster_centers_[first.labels_]
+    second = KMeans(8, n_init=1, random_state=0).fit(residual)
+    stages = model.get_layer("bottleneck").stages
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(stages[0].codebook),
+                               first.cluster_centers_, atol=1e-4)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(stages[1].codebook),
+                               second.cluster_centers_, atol=1e-4)
+    assert callback.epoch == 1

@@ -50,7 +50,7 @@ def run_cli(capsys, *argv):
         (["digits", "vq", "--dead-code-threshold", "0.1"], "--dead-code-threshold needs --codebook-update ema"),
         (["digits", "fsq", "--codebook-update", "ema"], "--codebook-update applies to vq, softvq, rvq only, not fsq"),
         (["digits", "softvq", "--beta", "2"], "--beta applies to vae, betavae, infodropout only"),
-        (["digits", "ae", "--codebook-init", "kmeans"], "--codebook-init applies to vq and softvq only, not ae"),
+        (["digits", "ae", "--codebook-init", "kmeans"], "--codebook-init applies to vq, softvq, rvq only, not ae"),
         (["digits", "vq", "--variance", "per_code"], "--variance applies to softvq only, not vq"),
         (["digits", "softvq", "--variance", "per_pixel"], "argument --variance: invalid choice"),
         (["digits", "vae", "--dead-code-restarts"], "--dead-code-restarts applies to vq and softvq only, not vae"),
@@ -143,6 +143,10 @@ def test_help_lists_every_option_and_each_datasets_defaults(capsys):
         "--num-quantizers", "--quantizer-dropout", "--rotation-trick", "--dead-code-threshold",
     ):
         assert flag in out
+    # Soft VQ keeps its codebook term under EMA (tests/core/test_ema.py pins the loss).
+    flat = " ".join(out.split())
+    assert "softvq keeps it since it also trains the encoder and the variance head" in flat
+    assert "no codebook loss term; soft VQ" not in flat
     # Bits per image of every quantizer, per dataset (mnist: the paper's 7 bits).
     assert "  - mnist: vq 7, softvq 7, fsq 7, lfq 7, rvq 28" in out
     presets = fit.load_presets()
