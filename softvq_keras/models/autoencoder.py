@@ -129,11 +129,57 @@ class Autoencoder(keras.Model):
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
-        config = dict(config)
+        config = _with_indices_output(dict(config))
         pixel_variance = config.pop("pixel_variance", 1.0)
         model = super().from_config(config, custom_objects=custom_objects)
         model.pixel_variance = float(pixel_variance)
         return model
+
+
+#: Quantizers whose `call` gained `"indices"` after models were saved with them.
+_INDEXED_BEFORE = ("VectorQuantizer", "SoftVectorQuantizer")
+#: Where `"indices"` falls among their sorted output keys (code_probs,
+#: codebook_loss, commitment_loss, indices, output): a saved tensor index at or
+#: above it meant the key one further now.
+_INDICES_POSITION = 3
+
+
+def _with_indices_output(config):
+    """The config of a model saved before the quantizers returned `"indices"`,
+    rewired for today's layers.
+
+    A functional config names each tensor by (layer, node, index in the
+    layer's flattened, key-sorted output dict). `"indices"` sorts before
+    `"output"`, so in a model saved earlier, index 3 of a `VectorQuantizer` /
+    `SoftVectorQuantizer` meant `"output"`, which is index 4 now. A config
+    whose outputs include `indices` is today's and is returned unchanged.
+    """
+    outputs = config.get("output_layers")
+    if not isinstance(outputs, dict) or "indices" in outputs or "code_probs" not in outputs:
+        return config
+    names = {
+        layer.get("config", {}).get("name")
+        for layer in config.get("layers", [])
+        if layer.get("class_name") in _INDEXED_BEFORE
+    }
+
+    def shift(history):
+        if (isinstance(history, list) and len(history) == 3 and history[0] in names
+                and isinstance(history[2], int) and history[2] >= _INDICES_POSITION):
+            return [history[0], history[1], history[2] + 1]
+        return history
+
+    def walk(node):
+        if isinstance(node, dict):
+            return {k: shift(v) if k == "keras_history" else walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    config = dict(config)
+    config["layers"] = walk(config.get("layers", []))
+    config["output_layers"] = {k: shift(v) for k, v in outputs.items()}
+    return config
 
 
 def _mlp_encoder(x, input_shape):
