@@ -25,6 +25,7 @@
 import json
 import os
 
+from serving.codes import CodeLayout
 from serving.run_folder import RunFolderError, read_config
 from serving.store import default_run_dir
 from serving.validation import ImageSpec
@@ -32,7 +33,7 @@ from serving.validation import ImageSpec
 #: Default request body limit: 16 MiB (env `SOFTVQ_MAX_BODY_BYTES`).
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 #: Routes whose errors are rewritten, and how their input is described.
-JSON_ROUTES = ("/encode", "/cluster", "/classify", "/reconstruct")
+JSON_ROUTES = ("/encode", "/cluster", "/classify", "/reconstruct", "/codes", "/decode")
 PNG_ROUTES = ("/encode_png", "/cluster_png", "/classify_png")
 #: Content types BentoML parses as forms (its MultipartSerde).
 FORM_TYPES = (b"multipart/form-data", b"application/x-www-form-urlencoded")
@@ -74,14 +75,17 @@ def _expected(path):
             'expected a multipart/form-data body with one PNG or JPEG file in the field "image" '
             "(curl -F image=@digit.png)"
         )
+    max_batch = int(os.environ.get("SOFTVQ_MAX_BATCH", "512"))
     try:
-        spec = ImageSpec.from_config(
-            read_config(default_run_dir()),
-            int(os.environ.get("SOFTVQ_MAX_BATCH", "512")),
-        )
-        return spec.expected
+        config = read_config(default_run_dir())
     except RunFolderError:
+        config = None
+    if path == "/decode":
+        layout = config and CodeLayout.from_config(config, max_batch)
+        return layout.expected if layout else 'expected a JSON object {"indices": [...]}'
+    if config is None:
         return 'expected a JSON object {"images": [...]}'
+    return ImageSpec.from_config(config, max_batch).expected
 
 
 def _json_body(status, payload):

@@ -94,7 +94,7 @@ class ServedMetrics:
                 series["train_classes"].labels(class_name=name).set(share)
 
     def batch_observer(self, call):
-        """`observe(images)` for the batcher of `call` (`encoder` or `autoencoder`)."""
+        """`observe(batch)` for the batcher of `call` (`encoder`, `autoencoder`, `codes`, `decode`)."""
         histogram = self._batch.labels(call=call)
         return histogram.observe
 

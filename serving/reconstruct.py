@@ -29,8 +29,9 @@ class Reconstructor:
 
     def __init__(self, run_dir, spec, max_chunk=DEFAULT_MAX_CHUNK, warm="all"):
         self.spec = spec
+        self.run_dir = Path(run_dir)
         self.max_chunk = int(max_chunk)
-        path = Path(run_dir) / FILE
+        path = self.run_dir / FILE
         self.available = path.is_file()
         if not self.available:
             return

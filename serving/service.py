@@ -13,6 +13,10 @@ Routes (POST; see serving/README.md for curl examples):
 - `/reconstruct` `{"images": [...]}` -> `{"images": [...]}`: the autoencoder's
   decoded images in the dataset's pixel range, shaped like the input (404 when
   the run has no autoencoder.keras).
+- `/codes` `{"images": [...]}` -> `{"indices": [...], "codes_per_stage": [...]}`:
+  the quantizer's code indices per image (a list per image for residual VQ);
+  `/decode` `{"indices": [...]}` -> `{"images": [...]}`: those codes through
+  the decoder (serving/code_model.py). 404 for a run without a quantizer.
 - `GET /ui`: a web page (serving/ui/) to draw or drop an image and see all of
   the above; `GET /ui/config.json` describes the served run.
 
@@ -64,6 +68,8 @@ from starlette.responses import JSONResponse
 
 from serving.auth import ApiKeyError, ApiKeyGuard, describe, load_api_keys
 from serving.batching import MicroBatcher
+from serving.code_model import CodeModel
+from serving.codes import CodeLayout, indices_from_json, indices_schema
 from serving.fastload import import_keras
 from serving.guard import RequestGuard, max_body_bytes
 from serving.logs import install_refusal_filter
@@ -105,8 +111,14 @@ except ApiKeyError as e:
 hint_missing_packed_model()
 exit_nonzero_after_stop()  # `bentoml serve` ends with 3 when no worker can load the run
 
+#: config.json of the run to serve, read once here for the OpenAPI schemas.
+SERVED_CONFIG = served_config()
 #: The `images` field; its OpenAPI schema follows the served run (serving/schema.py).
-Images = Annotated[Any, WithJsonSchema(images_schema(served_config(), MAX_BATCH))]
+Images = Annotated[Any, WithJsonSchema(images_schema(SERVED_CONFIG, MAX_BATCH))]
+#: The `indices` field of `/decode`, described for the served run's quantizer
+#: (any quantizer's form when the run has none: the route then answers 404).
+Indices = Annotated[Any, WithJsonSchema(indices_schema(
+    CodeLayout.from_config(SERVED_CONFIG, MAX_BATCH), MAX_BATCH))]
 #: One uploaded file; BentoML stores it in the request's temporary folder.
 #: Required (no default): a `None` default on a file field is what made pydantic
 #: print a PydanticJsonSchemaWarning at every start.
@@ -130,6 +142,21 @@ class ClusterResponse(BaseModel):
 class ReconstructResponse(BaseModel):
     images: list[Any] = Field(
         description="Decoded images in the dataset's pixel range, shaped like the input.")
+
+
+class DecodeResponse(BaseModel):
+    images: list[Any] = Field(
+        description="The decoded image of each image's codes in the dataset's pixel range, "
+        "shaped like one stored example (e.g. [28, 28]).")
+
+
+class CodesResponse(BaseModel):
+    indices: list[Any] = Field(
+        description="The code index of each image (soft VQ: the most probable code), or "
+        "a list of one index per stage for residual VQ.")
+    codes_per_stage: list[int] = Field(
+        description="The number of codes of each stage (one entry unless residual): "
+        "indices go from 0 to that number minus one.")
 
 
 class ClassifyResponse(BaseModel):
@@ -166,6 +193,12 @@ class SoftVQService:
                                     observe=self.metrics.batch_observer("encoder"))
         self.decoder = MicroBatcher(self._decode, max_batch=MODEL_BATCH,
                                     observe=self.metrics.batch_observer("autoencoder"))
+        self.coder = MicroBatcher(lambda x: (self.code_model.indices(x),),
+                                  max_batch=MODEL_BATCH,
+                                  observe=self.metrics.batch_observer("codes"))
+        self.code_decoder = MicroBatcher(lambda i: (self.code_model.decode(i),),
+                                         max_batch=MODEL_BATCH,
+                                         observe=self.metrics.batch_observer("decode"))
         logger.info(describe(API_KEYS))
         install_refusal_filter()  # a refused request is one log line, not a traceback
         logger.info("softvq: worker ready in %.1f s (%s)", phases.total(), phases)
@@ -182,6 +215,7 @@ class SoftVQService:
         self.spec = ImageSpec.from_config(self.model.config, MAX_BATCH)
         with phases("autoencoder"):
             self.reconstructor = Reconstructor(self.run_dir, self.spec, warm="first")
+        self.code_model = CodeModel(self.reconstructor, MAX_BATCH, self.model.config)
         model = served_model()
         logger.info("softvq: serving %s", f"stored model {stored_tag(model)} ({self.run_dir})"
                     if model else f"run folder {self.run_dir}")
@@ -193,6 +227,8 @@ class SoftVQService:
     def close(self):
         self.batcher.close()
         self.decoder.close()
+        self.coder.close()
+        self.code_decoder.close()
         sizes = ", ".join(f"{n}: {c}" for n, c in sorted(self.batcher.batch_sizes.items()))
         logger.info("softvq model calls by images per call: {%s}", sizes)
 
@@ -270,6 +306,31 @@ class SoftVQService:
         (decoded,) = await self.decoder(x)
         shape = (len(decoded),) + per_image_shape(images)
         return JSONResponse({"images": decoded.reshape(shape).tolist()})
+
+    @bentoml.api(route="/codes")
+    async def codes(self, images: Images) -> CodesResponse:
+        """The quantizer's code indices of each image, and the number of codes per stage."""
+        if not self.code_model.available:
+            return error_response(InvalidInput(self.code_model.reason, 404))
+        try:
+            x = self._from_json(images)
+        except InvalidInput as e:
+            return error_response(e)
+        (indices,) = await self.coder(x)
+        return JSONResponse({"indices": indices.tolist(),
+                             "codes_per_stage": list(self.code_model.layout.codes_per_stage)})
+
+    @bentoml.api(route="/decode")
+    async def decode(self, indices: Indices) -> DecodeResponse:
+        """Images decoded from code indices (as /codes answers), in the raw pixel range."""
+        if not self.code_model.available:
+            return error_response(InvalidInput(self.code_model.reason, 404))
+        try:
+            checked = indices_from_json(indices, self.code_model.layout)
+        except InvalidInput as e:
+            return error_response(e)
+        (decoded,) = await self.code_decoder(checked)
+        return JSONResponse({"images": decoded.tolist()})
 
     @bentoml.api(route="/encode_png")
     async def encode_png(self, image: PngFile) -> EncodeResponse:
