@@ -109,15 +109,20 @@ def post(server):
 
 @pytest.fixture(scope="session")
 def rgb_run(tmp_path_factory):
-    """A fabricated labelled run on 12x10 RGB images (built-in Keras layers only).
+    """A fabricated labelled `ae` run on 12x10 RGB images (untrained, MLP autoencoder).
 
-    Written like a run from before kmeans.npz held the training split's counts.
+    Written like a run from before kmeans.npz held the training split's counts;
+    its `ae` bottleneck has no discrete codes (`/codes` and `/decode` answer 404).
     """
     import keras
+
+    from softvq_keras import build_autoencoder, make_bottleneck
 
     run = tmp_path_factory.mktemp("rgb") / "run"
     run.mkdir()
     keras.utils.set_random_seed(0)
+    autoencoder, _ = build_autoencoder(make_bottleneck("ae"), RGB_SHAPE, 8)
+    autoencoder.save(run / "autoencoder.keras")
     encoder = keras.Sequential([keras.Input(RGB_SHAPE), keras.layers.Flatten(),
                                 keras.layers.Dense(8, activation="tanh")])
     classifier = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3, activation="softmax")])
@@ -126,7 +131,7 @@ def rgb_run(tmp_path_factory):
     rng = np.random.default_rng(0)
     np.savez(run / "kmeans.npz", centroids=rng.normal(size=(4, 8)).astype(np.float32),
              cluster_to_label=np.array([2, 0, 1, 0]))
-    config = {"dataset": "my_photos/", "dataset_kind": "folder", "model": "softvq",
+    config = {"dataset": "my_photos/", "dataset_kind": "folder", "model": "ae",
               "image_shape": list(RGB_SHAPE), "input_shape": list(RGB_SHAPE), "channels": 3,
               "pixel_max": 255, "offset": -0.5, "latent_dim": 8, "labelled": True,
               "num_classes": 3, "class_names": CLASS_NAMES, "clusters": 4}

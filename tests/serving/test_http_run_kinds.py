@@ -4,7 +4,8 @@
   and `"labelled": false` (as training writes it for unlabelled data);
 - a user's colour run: a tiny encoder on 12x10 RGB images (height 12, width
   10, so that a swapped width and height would show), three named classes,
-  served with API keys from a key file.
+  and the plain autoencoder (`ae`, no quantizer) of softvq_keras, served with
+  API keys from a key file.
 
 Plus: a key setting that cannot be used stops `bentoml serve` with one line.
 """
@@ -93,6 +94,12 @@ def test_unlabelled_run_has_no_classify_and_clusters_without_labels(unlabelled_s
     response = requests.post(url + "/reconstruct", json={"images": raw[:1].tolist()}, timeout=30)
     assert response.status_code == 404
     assert "served without autoencoder.keras" in response.json()["error"]
+    for route, body in (("/codes", {"images": raw[:1].tolist()}), ("/decode", {"indices": [0]})):
+        response = requests.post(url + route, json=body, timeout=30)
+        assert response.status_code == 404, response.text
+        assert response.json()["error"] == (
+            "no autoencoder: this run was served without autoencoder.keras, so /codes and "
+            "/decode are not available (store or pack the whole run folder)")
     info = requests.get(url + "/ui/config.json", timeout=10).json()
     assert info["labelled"] is False and info["class_names"] is None
     assert info["reconstruct"] is False and info["clusters"] == 10
@@ -180,8 +187,17 @@ def test_api_keys_on_the_real_server(rgb_server):
     assert info["api_key_required"] is True and info["class_names"] == CLASS_NAMES
     assert (info["height"], info["width"], info["channels"]) == (12, 10, 3)
     assert requests.post(url + "/reconstruct", json=body, timeout=30).status_code == 401
-    assert requests.post(url + "/reconstruct", json=body, headers=AUTH,
-                         timeout=30).status_code == 404  # this fabricated run has no autoencoder
+    reconstructed = requests.post(url + "/reconstruct", json=body, headers=AUTH, timeout=30)
+    assert reconstructed.status_code == 200, reconstructed.text
+    assert np.asarray(reconstructed.json()["images"]).shape == (1,) + RGB_SHAPE
+    for route, request in (("/codes", body), ("/decode", {"indices": [0]})):
+        assert requests.post(url + route, json=request, timeout=30).status_code == 401
+        response = requests.post(url + route, json=request, headers=AUTH, timeout=30)
+        assert response.status_code == 404, response.text  # an ae run has no codes
+        assert response.json()["error"] == (
+            "no quantizer: this run's bottleneck (ae, IdentityBottleneck) has no discrete "
+            "codes, so /codes and /decode are not available; they serve the quantizer runs "
+            "(vq, softvq, fsq, lfq, rvq)")
     log = rgb_server.log(tail=10**7)
     assert "API keys: on, 2 key(s)" in log
     for secret in (*KEYS, "guessed-key-123"):
