@@ -174,7 +174,7 @@ def tag_server(store):
 def _answers(url, raw):
     body = {"images": raw.tolist()}
     out = {}
-    for route in ("/encode", "/cluster", "/classify", "/reconstruct"):
+    for route in ("/encode", "/cluster", "/classify", "/reconstruct", "/codes"):
         response = requests.post(url + route, json=body, timeout=60)
         assert response.status_code == 200, (route, response.text)
         out[route] = response.json()
@@ -229,7 +229,8 @@ def test_bentoml_build_packs_the_model_by_tag_and_the_bento_serves_it(store, tmp
     assert manifest["service"] == "serving.service:SoftVQService"
     src = bento / "src"
     assert not (src / "runs").exists()  # the run comes from the store, not the source tree
-    assert {"service.py", "store.py", "reconstruct.py", "ui_app.py", "startup.py"} <= {
+    assert {"service.py", "store.py", "reconstruct.py", "code_model.py", "codes.py",
+            "ui_app.py", "startup.py"} <= {
         p.name for p in (src / "serving").iterdir()}
     assert {"index.html", "app.js", "pixels.js", "style.css"} <= {p.name for p in (src / "serving/ui").iterdir()}
     assert (src / "softvq_keras" / "layers" / "soft_vector_quantizer.py").is_file()
@@ -249,7 +250,7 @@ def test_bentoml_build_packs_the_model_by_tag_and_the_bento_serves_it(store, tmp
     entrypoint = (bento / "env" / "docker" / "entrypoint.sh").read_text()
     assert 'set -- bentoml serve "$@" "$BENTO_PATH"' in entrypoint  # no arguments: serve
     routes = {route["route"] for route in manifest["schema"]["routes"]}
-    assert routes == {"/encode", "/cluster", "/classify", "/reconstruct",
+    assert routes == {"/encode", "/cluster", "/classify", "/reconstruct", "/codes", "/decode",
                       "/encode_png", "/cluster_png", "/classify_png"}
 
     from serving.launch import BentoServer
