@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from serving.codes import CodeLayout
-from serving.runtime import RunFolderError
+from serving.run_folder import RunFolderError
 
 pytestmark = pytest.mark.slow
 
