@@ -146,7 +146,9 @@ class DeadCodeRestart(keras.callbacks.Callback):
         noise: standard deviation of the Gaussian noise added to the chosen
             latents, relative to their per-dimension standard deviation, so
             that two restarted codes never coincide.
-        seed: seed of the choice of latents and of the noise.
+        seed: seed of the choice of latents and of the noise; the draws
+            before epoch `e` come from `(seed, e)` alone, so a run resumed
+            from a checkpoint draws as the uninterrupted run does.
         batch_size: prediction batch size.
         layer_name: name of the quantizer layer.
         sync: as in `CodebookKMeansInit`; when given, it is called at every
@@ -170,7 +172,7 @@ class DeadCodeRestart(keras.callbacks.Callback):
         self.every = int(every)
         self.min_picks = int(min_picks)
         self.noise = float(noise)
-        self.rng = np.random.default_rng(seed)
+        self.seed = int(seed)
         self.batch_size = int(batch_size)
         self.layer_name = layer_name
         self.sync = sync
@@ -186,9 +188,10 @@ class DeadCodeRestart(keras.callbacks.Callback):
         picks = np.bincount(probs.argmax(axis=-1), minlength=len(codebook))
         dead = np.flatnonzero(picks < self.min_picks)
         if len(dead):
-            chosen = z[self.rng.choice(len(z), size=len(dead), replace=len(dead) > len(z))]
+            rng = np.random.default_rng((self.seed, epoch))
+            chosen = z[rng.choice(len(z), size=len(dead), replace=len(dead) > len(z))]
             scale = self.noise * z.std(axis=0, keepdims=True)
-            codebook[dead] = chosen + scale * self.rng.standard_normal(chosen.shape)
+            codebook[dead] = chosen + scale * rng.standard_normal(chosen.shape)
         if self.sync is not None:  # every process takes part, dead codes or not
             codebook = np.asarray(self.sync(codebook), dtype=np.float32)
             dead = np.flatnonzero(np.any(codebook != old, axis=-1))

@@ -1,21 +1,17 @@
 """The Keras callbacks every training run adds to `model.fit`.
 
 - `run_callbacks`: history.json at each epoch end, the per-epoch checkpoint
-  (`BackupAndRestore`, so that `--resume` continues), and the NaN guard that
-  raises `TrainingDiverged`;
+  (`training.checkpoint`, so that `--resume` continues exactly), and the NaN
+  guard that raises `TrainingDiverged`;
 - `codebook_callbacks`: the optional codebook maintenance of vq / softvq
   (`--codebook-init kmeans`, `--dead-code-restarts`; `softvq_keras.callbacks`);
-- `checkpoint_callbacks`: the checkpoint of a multi-process run (process 0
-  saves; every process starts from process 0's state);
-- `restored_epoch`: how many epochs the checkpoint holds.
 
 Keras is imported inside the functions, after the backend is chosen.
 """
 
 import time
 
-from training import artifacts
-from training.distribution import DistributedRunError
+from training import artifacts, checkpoint
 from training.settings import CODEBOOK_SAMPLE, TrainingDiverged
 
 
@@ -23,8 +19,8 @@ def run_callbacks(run_dir, resuming, plan=None):
     """History log, per-epoch checkpoint and NaN guard, in the order they must run.
 
     `plan` (`training.distribution.Plan`) of a multi-process run: process 0
-    logs and checkpoints, the others write nothing, and all start from process
-    0's state (`training.distribution.checkpoint_callbacks`).
+    logs and checkpoints, the others write nothing (all start from process 0's
+    state: `training.checkpoint.restore`, before `fit`).
     """
     import keras
 
@@ -60,7 +56,7 @@ def run_callbacks(run_dir, resuming, plan=None):
     class StopOnNaN(keras.callbacks.TerminateOnNaN):
         """`TerminateOnNaN(raise_error=True)` raising `TrainingDiverged`.
 
-        Raising (rather than a graceful stop) keeps `BackupAndRestore` from
+        Raising (rather than a graceful stop) keeps the checkpoint from
         saving the diverged weights as the latest epoch.
         """
 
@@ -80,96 +76,17 @@ def run_callbacks(run_dir, resuming, plan=None):
                     f"batch {batch + 1}"
                 ) from None
 
-    multi_process = plan is not None and plan.processes > 1
-    if multi_process and not plan.is_chief:
-        return [*checkpoint_callbacks(plan, run_dir / artifacts.CHECKPOINT), StopOnNaN()]
+    if plan is not None and not plan.is_chief:  # process 0 logs and checkpoints
+        return [StopOnNaN()]
     history_path = run_dir / artifacts.HISTORY
     records = []
     if resuming and history_path.is_file():
         records = artifacts.read_json(history_path)["epochs"]
     return [
         EpochLog(history_path, records),  # written before the checkpoint
-        # double_checkpoint: a process killed while writing the weights leaves the
-        # previous epoch's copy (*.bkp), which BackupAndRestore falls back to.
-        *(checkpoint_callbacks(plan, run_dir / artifacts.CHECKPOINT) if multi_process else [
-            keras.callbacks.BackupAndRestore(
-                str(run_dir / artifacts.CHECKPOINT), save_freq="epoch",
-                double_checkpoint=True, delete_checkpoint=False,
-            ),
-        ]),
+        checkpoint.save_callback(run_dir / artifacts.CHECKPOINT, plan),
         StopOnNaN(),
     ]
-
-
-def checkpoint_callbacks(plan, checkpoint_dir):
-    """The per-epoch checkpoint of a multi-process run (`plan.processes > 1`).
-
-    Under a multi-process distribution every assignment to a variable is a
-    collective operation that all processes must make in the same order, so
-    process 0 cannot restore a checkpoint alone, and Keras' saving (which makes
-    variables) must run outside the distribution. So: process 0 saves with
-    `BackupAndRestore` outside the distribution and never restores; at the
-    start of `fit`, process 0 reads the checkpoint (when there is one) into a
-    copy of the model on its own device, and every process assigns process 0's
-    weights, optimizer state and starting epoch. The others need not see the
-    run folder.
-    """
-    import keras
-    import numpy as np
-
-    def checkpoint():
-        return keras.callbacks.BackupAndRestore(
-            str(checkpoint_dir), save_freq="epoch", double_checkpoint=True,
-            delete_checkpoint=False,
-        )
-
-    class Save(keras.callbacks.Callback):
-        """Process 0: `BackupAndRestore`'s saving at every epoch end, outside the distribution."""
-
-        def __init__(self):
-            super().__init__()
-            self.saver = checkpoint()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.saver.set_model(self.model)
-            with plan.local():
-                self.saver.on_epoch_end(epoch, logs)
-
-    class Restore(keras.callbacks.Callback):
-        """Every process: process 0's state (restored from its checkpoint, if any)."""
-
-        def on_train_begin(self, logs=None):
-            model = self.model
-            if model.optimizer is not None and not model.optimizer.built:
-                model.optimizer.build(model.trainable_variables)
-            variables = list(model.variables) + list(model.optimizer.variables)
-            values = [np.asarray(keras.ops.convert_to_numpy(v.value)) for v in variables]
-            epoch = 0
-            if plan.is_chief and checkpoint_dir.is_dir():
-                values, epoch = self._restored(model, values)
-            values, epoch = plan.agree((values, np.array([epoch], np.int32)))
-            for variable, value in zip(variables, values):
-                variable.assign(value)
-            if int(epoch[0]):
-                model._initial_epoch = int(epoch[0])
-
-        def _restored(self, model, current):
-            """The checkpoint's values, read into a local copy of `model`."""
-            with plan.local():
-                copy = keras.models.clone_model(model)
-                optimizer = model.optimizer.__class__.from_config(model.optimizer.get_config())
-                copy.compile(optimizer=optimizer)
-                copy.optimizer.build(copy.trainable_variables)
-                loader = checkpoint()
-                loader.set_model(copy)
-                loader.on_train_begin()  # BackupAndRestore's own loading, .bkp fallback included
-                values = [np.asarray(keras.ops.convert_to_numpy(v.value))
-                          for v in list(copy.variables) + list(copy.optimizer.variables)]
-            if [v.shape for v in values] != [v.shape for v in current]:
-                raise DistributedRunError("the checkpoint does not match the model's variables")
-            return values, int(getattr(copy, "_initial_epoch", None) or 0)
-
-    return ([Save()] if plan.is_chief else []) + [Restore()]
 
 
 def codebook_callbacks(s, data, sync=None):
@@ -190,10 +107,3 @@ def codebook_callbacks(s, data, sync=None):
     if s.dead_code_restarts:
         found.append(DeadCodeRestart(sample, seed=s.seed, sync=sync))
     return found
-
-
-def restored_epoch(run_dir):
-    """Epochs finished according to the checkpoint (0 when there is none)."""
-    path = run_dir / artifacts.CHECKPOINT / "training_metadata.json"
-    return int(artifacts.read_json(path)["epoch"]) if path.is_file() else 0
-

@@ -10,11 +10,12 @@ Processes other than 0 of a multi-process run print one line and exit 0.
 """
 
 import argparse
+import os
 import sys
 from dataclasses import fields
 
 from training import artifacts
-from training.distribution import DistributedRunError, is_chief_process
+from training.distribution import DistributedRunError, is_chief_process, processes_from_env
 from training.evaluate import OneLineErrorParser, format_summary, quiet_retracing_warnings
 from training.export import ExportFailed
 from training.run import train_and_export
@@ -296,6 +297,23 @@ def build_parser(presets=None):
     return parser
 
 
+def _leave(code):
+    """`code`; in a multi-process run, end the process now instead: JAX's
+    shutdown would wait for every other process, lost ones included."""
+    try:
+        several = processes_from_env()[0] > 1
+    except UsageError:
+        several = False
+    if several and "jax._src.distributed" in sys.modules:
+        from jax._src import distributed
+
+        if distributed.global_state.client is not None:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    return code
+
+
 def main(argv=None):
     """Entry point of `python -m training.fit`; returns the exit code."""
     quiet_retracing_warnings()  # no TensorFlow retracing warning inside the progress lines
@@ -310,10 +328,10 @@ def main(argv=None):
         run_dir, export_failed = settings.run_dir, e
     except UsageError as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return _leave(EXIT_USAGE)
     except DistributedRunError as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return EXIT_FAILED
+        return _leave(EXIT_FAILED)
     except TrainingDiverged as e:
         checkpoint = settings.run_dir / artifacts.CHECKPOINT
         kept = f"; the last good epoch is in {checkpoint}" if checkpoint.is_dir() else ""
@@ -321,7 +339,7 @@ def main(argv=None):
             f"{parser.prog}: error: training diverged: {e}; nothing was exported{kept}",
             file=sys.stderr,
         )
-        return EXIT_DIVERGED
+        return _leave(EXIT_DIVERGED)
     if not is_chief_process():
         print(f"Trained; process 0 wrote {run_dir}/.")
         return 0

@@ -5,8 +5,10 @@
 `tfds:NAME`) and turns its one-line `DataError` (and an unavailable copy) into
 the trainer's `UsageError`, before any model is built. `RunData` then gives:
 
-- `train_pipeline`: the shuffled, batched, prefetched `tf.data` pipeline of
-  the training split (reshuffled from the seed every epoch);
+- `train_epochs`: the shuffled, batched, prefetched `tf.data` pipeline of
+  the training split for epochs `first..last-1`, the order of epoch `e` a
+  function of the seed and `e` alone (a resumed run reads what the
+  uninterrupted one read);
 - `predict(model, split)`: a model's outputs on a whole split, in `labels`
   order; `batches(split)`: the split as NumPy batches, for statistics that
   accumulate (reconstruction error, codebook usage);
@@ -70,20 +72,28 @@ def open_data(dataset, data_dir=None, progress=None, **options):
         raise UsageError(str(e)) from None
 
 
-def training_pipeline(x, batch_size, seed):
-    """`tf.data`: shuffled indices (reshuffled every epoch), batched, gathered, prefetched.
+def training_pipeline(x, batch_size, seed, first=0, last=1, per_epoch=None):
+    """`tf.data`: for each epoch `first..last-1`, the indices of `x` in that
+    epoch's order (`softvq_keras.data.epoch_order`: seed and epoch alone),
+    batched, gathered; then prefetched. No batch spans two epochs.
 
     Shuffling indices rather than images keeps the shuffle buffer small.
+    `per_epoch`: a function applied to each epoch's batches (e.g. a shard).
     """
+    from softvq_keras.data import epoch_order
+
     tf = import_tensorflow()
-    images = tf.constant(x)
-    return (
-        tf.data.Dataset.range(len(x))
-        .shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-        .batch(batch_size)
-        .map(lambda idx: tf.gather(images, idx), num_parallel_calls=tf.data.AUTOTUNE)
-        .prefetch(tf.data.AUTOTUNE)
-    )
+    images, count = tf.constant(x), len(x)
+
+    def one(epoch):
+        ds = (
+            tf.data.Dataset.from_tensor_slices(epoch_order(count, seed, epoch))
+            .batch(batch_size)
+            .map(lambda idx: tf.gather(images, idx), num_parallel_calls=tf.data.AUTOTUNE)
+        )
+        return per_epoch(ds) if per_epoch is not None else ds
+
+    return tf.data.Dataset.range(first, last).flat_map(one).prefetch(tf.data.AUTOTUNE)
 
 
 def open_run_data(config, data_dir=None, progress=None):
@@ -135,11 +145,12 @@ class RunData:
             self._scaled["pixel_variance"] = self.source.pixel_variance()
         return self._scaled["pixel_variance"]
 
-    def train_pipeline(self, batch_size, seed):
-        """Shuffled (reshuffled every epoch from `seed`), batched, prefetched training batches."""
+    def train_epochs(self, batch_size, seed, first, last, per_epoch=None):
+        """The training batches of epochs `first..last-1`, each epoch in the order
+        of (`seed`, epoch) alone, prefetched (`per_epoch`: see `training_pipeline`)."""
         if not self.in_memory:
-            return self.source.dataset("train", batch_size, shuffle=True, seed=seed)
-        return training_pipeline(self.x("train"), batch_size, seed)
+            return self.source.epochs("train", batch_size, seed, first, last, per_epoch)
+        return training_pipeline(self.x("train"), batch_size, seed, first, last, per_epoch)
 
     def predict(self, model, split):
         """`model.predict` on the whole split (streamed for folders and tfds: sets)."""

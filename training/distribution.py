@@ -107,6 +107,7 @@ class Plan:
     processes: int = 1
     process_id: int = 0
     _distribution: object = field(default=None, repr=False)
+    _watchdog: object = field(default=None, repr=False)
 
     @property
     def data_parallel(self):
@@ -200,6 +201,7 @@ class Plan:
 
     def close(self):
         """Leave the distribution set by `setup` (the process may train again)."""
+        self.stop_watchdog()
         if self._distribution is not None:
             import keras
 
@@ -247,18 +249,55 @@ class Plan:
         return crc
 
     def wait_for_chief(self, what="run-folder-written"):
-        """Barrier of all processes (no-op for one): the others wait for process 0."""
+        """Barrier of all processes (no-op for one): the others wait for process 0.
+
+        Then every process stops its watchdog and meets the others once more, so
+        that none reports process 0 lost when it exits first.
+        """
         if self.processes == 1:
             return
+        self._barrier(what, WAIT_FOR_CHIEF_MS)
+        self.stop_watchdog()
+        self._barrier(f"{what}-done", 600_000)
+
+    def _barrier(self, name, timeout_ms):
         from jax._src import distributed
 
         try:
-            distributed.global_state.client.wait_at_barrier(f"softvq-{what}", WAIT_FOR_CHIEF_MS)
+            distributed.global_state.client.wait_at_barrier(f"softvq-{name}", timeout_ms)
         except Exception as e:  # the coordinator (process 0) or another process stopped
-            raise DistributedRunError(
-                f"process {self.process_id} of {self.processes}: the run stopped on another "
-                f"process before it finished ({str(e).splitlines()[0][:200]})"
-            ) from None
+            raise self.lost_process_error(e) from None
+
+    # -- a lost process (training.watchdog) ---------------------------------
+
+    def start_watchdog(self):
+        """Heartbeats with the other processes (`training.watchdog`); several processes only."""
+        if self.processes == 1 or self._watchdog is not None:
+            return
+        from jax._src import distributed
+
+        from training.watchdog import Watchdog
+
+        self._watchdog = Watchdog(
+            distributed.global_state.client, self.process_id, self.processes).start()
+
+    def stop_watchdog(self):
+        if self._watchdog is not None:
+            self._watchdog.stop()
+            self._watchdog = None
+
+    def lost_process_error(self, error):
+        """`DistributedRunError` for `error` raised by a collective or a barrier of
+        a multi-process run, naming the lost process when the heartbeats show it."""
+        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        lost, why = self._watchdog.lost() if self._watchdog is not None else ([], "")
+        if lost:
+            return DistributedRunError(f"{self._watchdog.message(lost, why)} [{first}]")
+        return DistributedRunError(
+            f"process {self.process_id} of {self.processes}: the run failed on another "
+            f"process or between processes ({first}); start every process again with "
+            "--resume to continue from the last complete checkpoint"
+        )
 
 
 def setup(backend, devices=None):
@@ -307,6 +346,7 @@ def _setup_jax(devices, processes, process_id):
             + ("" if processes == 1 else f"; the fewest of any process is {visible}"))
     chosen = [d for found in per_process for d in found[: devices or visible]]
     plan = Plan("jax", [_jax_name(d) for d in chosen], chosen[0].device_kind, processes, process_id)
+    plan.start_watchdog()  # a lost process stops the others (training.watchdog)
     if len(chosen) > 1:
         import keras
 

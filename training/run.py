@@ -18,8 +18,8 @@ import time
 
 import numpy as np
 
-from training import artifacts, distribution
-from training.callbacks import codebook_callbacks, restored_epoch, run_callbacks
+from training import artifacts, checkpoint, distribution
+from training.callbacks import codebook_callbacks, run_callbacks
 from training.data import data_kind, import_tensorflow, open_data, source_options
 from training.data import training_pipeline  # noqa: F401  (re-exported)
 from training.evaluate import PhaseTimer, evaluate_run, single_threaded
@@ -30,6 +30,7 @@ from training.settings import (
     RESUME_DEFAULTS,
     RESUME_KEYS,
     FitSettings,
+    TrainingDiverged,
     UsageError,
     check_run_dir,
     check_settings,
@@ -253,6 +254,13 @@ def train_and_export(settings, callbacks=()):
         with distribution.precision(settings.precision):
             run_dir = _train_and_export(
                 settings, callbacks, presets, backend, plan, data, timer, started_at)
+    except (UsageError, TrainingDiverged, distribution.DistributedRunError, KeyboardInterrupt):
+        raise
+    except Exception as e:
+        if plan.processes == 1:
+            raise
+        # A failed collective: another process is gone (training.watchdog names it).
+        raise plan.lost_process_error(e) from e
     finally:
         plan.close()
     if settings.export and plan.is_chief:
@@ -321,20 +329,30 @@ def _train_and_export(settings, callbacks, presets, backend, plan, data, timer, 
         artifacts.write_json(run_dir / artifacts.CONFIG, config)
 
     print(plan.describe(batch_size), flush=True)
+    # Every process assigns process 0's state: the checkpoint's on --resume
+    # (weights, noise state, optimizer; training.checkpoint), else its fresh one.
+    first = checkpoint.restore(autoencoder, run_dir / artifacts.CHECKPOINT, plan) if (
+        resuming or plan.processes > 1) else 0
+    epochs = hyper["epochs"]
     if resuming:
-        print(f"Resuming {run_dir} after epoch {restored_epoch(run_dir)} of {hyper['epochs']}.")
+        print(f"Resuming {run_dir} after epoch {first} of {epochs}.", flush=True)
     with timer.phase("train"):
-        autoencoder.fit(
-            plan.shard(data.train_pipeline(batch_size, s.seed), info.num_train, batch_size),
-            epochs=hyper["epochs"],
-            callbacks=[
-                *run_callbacks(run_dir, resuming, plan),
-                *codebook_callbacks(s, data, sync=plan.agree),
-                *callbacks,
-            ],
-            verbose=fit_verbosity(s.verbose),
-            shuffle=False,  # the pipeline shuffles, with the seed
-        )
+        if first < epochs:
+            autoencoder.fit(
+                # Epochs first..epochs-1, each in the order of (seed, epoch) alone.
+                data.train_epochs(
+                    batch_size, s.seed, first, epochs,
+                    per_epoch=lambda ds: plan.shard(ds, info.num_train, batch_size),
+                ),
+                epochs=epochs, initial_epoch=first, steps_per_epoch=steps_per_epoch,
+                callbacks=[
+                    *run_callbacks(run_dir, resuming, plan),
+                    *codebook_callbacks(s, data, sync=plan.agree),
+                    *callbacks,
+                ],
+                verbose=fit_verbosity(s.verbose),
+                shuffle=False,  # the pipeline shuffles, with the seed
+            )
     if plan.data_parallel:
         crc = plan.check_replicas(autoencoder)
         print(f"Weights agree on all {len(plan.devices)} devices "

@@ -26,7 +26,13 @@ from softvq_keras.data.availability import DataUnavailableError, import_tensorfl
 from softvq_keras.data.builtin import Splits, load, load_raw, preprocess
 from softvq_keras.data.dispatch import KINDS, open_source, source_kind
 from softvq_keras.data.images import BadImageError, DataError
-from softvq_keras.data.source import VARIANCE_SAMPLE, ArraySource, ImageSource, SourceInfo
+from softvq_keras.data.source import (
+    VARIANCE_SAMPLE,
+    ArraySource,
+    ImageSource,
+    SourceInfo,
+    epoch_order,
+)
 
 __all__ = [
     "KINDS",
@@ -38,6 +44,7 @@ __all__ = [
     "ImageSource",
     "SourceInfo",
     "Splits",
+    "epoch_order",
     "import_tensorflow",
     "load",
     "load_raw",

@@ -12,7 +12,7 @@ import numpy as np
 from softvq_keras.data import images
 from softvq_keras.data.availability import import_tensorflow
 from softvq_keras.data.images import DataError
-from softvq_keras.data.source import ImageSource, custom_info, preprocessing_record
+from softvq_keras.data.source import ImageSource, custom_info, epoch_order, preprocessing_record
 
 
 class FolderSource(ImageSource):
@@ -37,7 +37,7 @@ class FolderSource(ImageSource):
         paths = self.files[split][0]
         return np.stack([self.load(paths[i]) for i in idx])
 
-    def _pipeline(self, split, shuffle, seed):
+    def _reader(self, split, shuffle, seed):
         tf = import_tensorflow()
 
         info = self.info
@@ -52,10 +52,14 @@ class FolderSource(ImageSource):
             x.set_shape(info.input_shape)
             return x
 
-        ds = tf.data.Dataset.from_tensor_slices(tf.constant(paths))
-        if shuffle:
-            ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-        return ds.map(read, num_parallel_calls=tf.data.AUTOTUNE)
+        names, count = tf.constant(paths), len(paths)
+
+        def read_epoch(epoch):
+            order = tf.gather(names, epoch_order(count, seed, epoch)) if shuffle else names
+            return tf.data.Dataset.from_tensor_slices(order).map(
+                read, num_parallel_calls=tf.data.AUTOTUNE)
+
+        return read_epoch
 
 
 def open_folder(root, options, progress=None):

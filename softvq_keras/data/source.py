@@ -102,13 +102,23 @@ def canonical_order(raw, labels=None):
     return np.argsort(np.asarray(keys), kind="stable")
 
 
+def epoch_order(count, seed, epoch):
+    """int64 tensor: a permutation of `range(count)` that depends only on
+    `seed` and `epoch` (ints or scalar tensors): a stateless shuffle."""
+    tf = import_tensorflow()
+
+    key = tf.stack([tf.cast(seed, tf.int64), tf.cast(epoch, tf.int64)])
+    return tf.random.experimental.stateless_shuffle(tf.range(count, dtype=tf.int64), seed=key)
+
+
 class ImageSource:
     """One dataset's splits; see the module docstring. Build with `open_source`."""
 
     def __init__(self, info):
         self.info = info
 
-    # Subclasses: _count, _labels, _raw(split, indices) -> uint8 array, _pipeline
+    # Subclasses: _count, _labels, _raw(split, indices) -> uint8 array,
+    # _reader(split, shuffle, seed) -> (epoch -> tf.data.Dataset of images)
     def labels(self, split):
         """Labels of `split` ("train" / "test") as int64, in pipeline order; None unlabelled."""
         return self._labels(split) if self.info.labelled else None
@@ -138,16 +148,34 @@ class ImageSource:
         x, _ = self.sample("train", VARIANCE_SAMPLE, seed)
         return float(np.var(x, dtype=np.float64))
 
-    def dataset(self, split, batch_size, shuffle=False, seed=0):
+    def dataset(self, split, batch_size, shuffle=False, seed=0, epoch=0):
         """`tf.data.Dataset` of scaled float32 batches of `split` (labels: `labels`).
 
-        Unshuffled, the order is that of `labels(split)`; shuffled, every
-        epoch is reshuffled from `seed`.
+        Unshuffled, the order is that of `labels(split)`; shuffled, one pass in
+        the order of epoch `epoch` (see `epochs`).
         """
         tf = import_tensorflow()
 
-        ds = self._pipeline(split, shuffle, seed)
+        ds = self._reader(split, shuffle, seed)(epoch)
         return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+    def epochs(self, split, batch_size, seed, first, last, per_epoch=None):
+        """One shuffled pass of `split` per epoch `first..last-1`, as one
+        `tf.data.Dataset` of batches (no batch spans two epochs).
+
+        The order of epoch `e` depends only on `seed` and `e`, so epoch `e` of
+        a run resumed at `e` reads what epoch `e` of an uninterrupted run read.
+        `per_epoch`: a function applied to each epoch's batches (e.g. a shard).
+        """
+        tf = import_tensorflow()
+
+        read = self._reader(split, True, seed)
+
+        def one(epoch):
+            ds = read(epoch).batch(batch_size)
+            return per_epoch(ds) if per_epoch is not None else ds
+
+        return tf.data.Dataset.range(first, last).flat_map(one).prefetch(tf.data.AUTOTUNE)
 
 
 class ArraySource(ImageSource):
@@ -172,7 +200,7 @@ class ArraySource(ImageSource):
             return super().pixel_variance(seed)
         return float(np.var(self.scale(self.arrays["train"][0]), dtype=np.float64))
 
-    def _pipeline(self, split, shuffle, seed):
+    def _reader(self, split, shuffle, seed):
         tf = import_tensorflow()
 
         raw = tf.constant(self.arrays[split][0])
@@ -180,10 +208,14 @@ class ArraySource(ImageSource):
             tf.cast(x, tf.float32) / self.info.pixel_max + self.info.offset,
             self.info.input_shape,
         )
-        ds = tf.data.Dataset.range(len(self.arrays[split][0]))
-        if shuffle:
-            ds = ds.shuffle(self._count(split), seed=seed, reshuffle_each_iteration=True)
-        return ds.map(lambda i: scale(tf.gather(raw, i)), num_parallel_calls=tf.data.AUTOTUNE)
+        count = self._count(split)
+
+        def read(epoch):
+            ds = (tf.data.Dataset.from_tensor_slices(epoch_order(count, seed, epoch)) if shuffle
+                  else tf.data.Dataset.range(count))
+            return ds.map(lambda i: scale(tf.gather(raw, i)), num_parallel_calls=tf.data.AUTOTUNE)
+
+        return read
 
 
 def preprocessing_record(sizes, target, converted):

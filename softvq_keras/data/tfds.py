@@ -76,7 +76,7 @@ class TfdsSource(ImageSource):
     def _convert(self, array):
         return images.convert(array, self.info.channels, self.info.image_shape[:2])
 
-    def _pipeline(self, split, shuffle, seed):
+    def _reader(self, split, shuffle, seed):
         tf = import_tensorflow()
 
         info = self.info
@@ -90,10 +90,18 @@ class TfdsSource(ImageSource):
             x.set_shape(info.input_shape)
             return x
 
-        ds = self._read(split, shuffle, seed)
-        if shuffle:
-            ds = ds.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
-        return ds.map(read, num_parallel_calls=tf.data.AUTOTUNE)
+        # The files in their stored order, then a 10,000-example buffer shuffled
+        # from (seed, epoch) alone: epoch e reads the same order however reached.
+        stored = self._read(split)
+
+        def read_epoch(epoch):
+            ds = stored
+            if shuffle:
+                key = tf.cast(seed, tf.int64) * 1_000_003 + tf.cast(epoch, tf.int64)
+                ds = ds.shuffle(10_000, seed=key, reshuffle_each_iteration=False)
+            return ds.map(read, num_parallel_calls=tf.data.AUTOTUNE)
+
+        return read_epoch
 
 
 def _builder(name, data_dir):
