@@ -199,9 +199,13 @@ class Plan:
         self.close()  # what follows (exports, K-means, probe) runs on one device
         return copy, encoder
 
+    def end(self):
+        """The run is over on this process: stop the watchdog, leave the distribution."""
+        self.stop_watchdog()
+        self.close()
+
     def close(self):
         """Leave the distribution set by `setup` (the process may train again)."""
-        self.stop_watchdog()
         if self._distribution is not None:
             import keras
 

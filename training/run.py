@@ -262,7 +262,7 @@ def train_and_export(settings, callbacks=()):
         # A failed collective: another process is gone (training.watchdog names it).
         raise plan.lost_process_error(e) from e
     finally:
-        plan.close()
+        plan.end()
     if settings.export and plan.is_chief:
         from training.export import export_in_subprocess
 

@@ -4,15 +4,20 @@ The end-to-end tests train `digits softvq` for 2 epochs in child processes:
 one process with 2 CPU devices (`XLA_FLAGS=--xla_force_host_platform_device_count=2`,
 which must be set before JAX starts), and 2 processes on 127.0.0.1 joined by
 Keras' `KERAS_DISTRIBUTION_*` variables (CPU collectives through gloo). They
-compare with the single-device run of the `finished_run` fixture.
+compare with the single-device run of the `finished_run` fixture. A second
+2-process run loses process 1 to `kill -9` mid-epoch: process 0 must stop with
+a line naming it, and `--resume` on both must end with the weights of the
+uninterrupted 2-process run (`two_process_run`).
 """
 
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -20,7 +25,8 @@ import keras
 import numpy as np
 import pytest
 
-from training import artifacts
+from killing import PACED, kill_mid_epoch
+from training import artifacts, checkpoint
 from training.distribution import ENV_VARS, Plan, processes_from_env
 from training.fit import UsageError, run
 
@@ -192,27 +198,47 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-@jax_only
-def test_two_processes_train_one_model_and_process_0_writes_the_folder(tmp_path, finished_run):
-    run_dir = tmp_path / "two-processes"
+TWO_PROCESS_OPTIONS = ["--codebook-init", "kmeans", "--dead-code-restarts"]
+
+
+def start_processes(run_dir, command=None, extra=(), stdout=subprocess.PIPE):
+    """Both processes of a 2-process run on 127.0.0.1 (a fresh port)."""
     address = f"127.0.0.1:{free_port()}"
-    procs = [
+    return [
         subprocess.Popen(
-            [sys.executable, *FIT, "--out", str(run_dir), "--codebook-init", "kmeans",
-             "--dead-code-restarts"],
+            [*(command or [sys.executable, *FIT]), "--out", str(run_dir), *TWO_PROCESS_OPTIONS,
+             *extra],
             cwd=REPO_ROOT, env=child_env(**dict(zip(ENV_VARS, (address, "2", str(pid))))),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=stdout, stderr=subprocess.PIPE, text=True,
         )
         for pid in (0, 1)
     ]
+
+
+def finish(procs, timeout=600):
     try:
-        outputs = [p.communicate(timeout=600) for p in procs]
+        return [p.communicate(timeout=timeout) for p in procs]
     finally:
         for p in procs:
             p.kill()
-    for pid, (p, (out, err)) in enumerate(zip(procs, outputs)):
-        assert p.returncode == 0, f"process {pid}:\n{err[-3000:]}"
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory):
+    """`(run_dir, [(stdout, stderr) of process 0, of process 1], [return codes])`
+    of an uninterrupted 2-process run."""
+    run_dir = tmp_path_factory.mktemp("dist") / "two-processes"
+    procs = start_processes(run_dir)
+    outputs = finish(procs)
+    return run_dir, outputs, [p.returncode for p in procs]
+
+
+@pytest.mark.slow
+@jax_only
+def test_two_processes_train_one_model_and_process_0_writes_the_folder(two_process_run, finished_run):
+    run_dir, outputs, codes = two_process_run
+    for pid, (code, (out, err)) in enumerate(zip(codes, outputs)):
+        assert code == 0, f"process {pid}:\n{err[-3000:]}"
     (out0, _), (out1, _) = outputs
     # Written once, by process 0: its summary lists the files; process 1 only reports.
     assert f"Wrote {run_dir}/ (" in out0 and "Wrote " not in out1
@@ -233,3 +259,42 @@ def test_two_processes_train_one_model_and_process_0_writes_the_folder(tmp_path,
     assert crcs[0] == crcs[1]
     assert int(crcs[0], 16) == weights_crc(run_dir / artifacts.AUTOENCODER)
     assert out0.count("CodebookKMeansInit: codebook set") == out1.count("CodebookKMeansInit: codebook set") == 1
+
+
+@pytest.mark.slow
+@jax_only
+def test_a_lost_process_stops_the_other_and_both_resume_to_the_same_weights(
+        tmp_path, two_process_run):
+    whole = two_process_run[0]
+    run_dir = tmp_path / "killed"
+    log1 = open(tmp_path / "process1.log", "w")
+    procs = start_processes(run_dir, command=[sys.executable, "-c", PACED, *FIT[2:]])
+    try:
+        # Process 1 is killed mid-epoch 2; process 0 must stop by itself, naming it.
+        log, killed_at = kill_mid_epoch(procs[0], run_dir / artifacts.CHECKPOINT, epoch=2,
+                                        victim=procs[1])
+        out0, err0 = procs[0].communicate(timeout=120)
+        stopped_after = time.monotonic() - killed_at
+    finally:
+        for p in procs:
+            p.kill()
+            p.communicate()
+        log1.close()
+    assert procs[1].returncode == -signal.SIGKILL
+    assert procs[0].returncode == 1, err0[-3000:]
+    last = err0.strip().splitlines()[-1]
+    assert "process 1 of 2 was lost (" in last and "process 0 stops too" in last, err0[-3000:]
+    assert "--resume" in last and "Traceback" not in err0
+    print(f"process 0 stopped {stopped_after:.1f} s after process 1 was killed")
+    assert checkpoint.finished_epochs(run_dir / artifacts.CHECKPOINT) == 1
+
+    # --resume on both: from the checkpoint of epoch 1 to the uninterrupted run's weights.
+    procs = start_processes(run_dir, extra=["--resume"])
+    outputs = finish(procs)
+    for pid, (p, (out, err)) in enumerate(zip(procs, outputs)):
+        assert p.returncode == 0, f"process {pid}:\n{err[-3000:]}"
+    assert f"Resuming {run_dir} after epoch 1 of 2." in outputs[0][0]
+    assert [e["epoch"] for e in read(run_dir, artifacts.HISTORY)["epochs"]] == [1, 2]
+    assert read(run_dir, artifacts.HISTORY)["epochs"][1]["logs"] == \
+        read(whole, artifacts.HISTORY)["epochs"][1]["logs"]
+    assert weights_crc(run_dir / artifacts.AUTOENCODER) == weights_crc(whole / artifacts.AUTOENCODER)

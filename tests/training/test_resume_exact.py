@@ -8,53 +8,26 @@ beside it. Once under JAX and once under TensorFlow (child processes: the
 backend is fixed per process).
 
 The killed child is `training.fit`'s `main` with one extra callback that prints
-each batch and sleeps 50 ms after it, so that the kill lands mid-epoch; the
-pause changes no number.
+each batch and sleeps 50 ms after it (`killing.PACED`), so that the kill lands
+mid-epoch; the pause changes no number.
 """
 
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 
+from killing import PACED, kill_mid_epoch
 from training import artifacts, checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OPTIONS = ["digits", "vae", "--epochs", "3", "--kmeans-init", "2", "--probe-epochs", "2",
            "--skip-raw", "--verbose", "2"]
-
-#: `python -c` program: training.fit's main, each batch printed and followed by a pause.
-PACED = """
-import sys, time
-import training.run as run_module
-
-original = run_module.run_callbacks
-
-
-def paced(*args, **kwargs):
-    import keras
-
-    class Pace(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.epoch = epoch
-
-        def on_train_batch_end(self, batch, logs=None):
-            print(f"PACE epoch {self.epoch + 1} batch {batch + 1}", flush=True)
-            time.sleep(0.05)
-
-    return [*original(*args, **kwargs), Pace()]
-
-
-run_module.run_callbacks = paced
-from training.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
 
 
 def child_env(backend):
@@ -63,21 +36,6 @@ def child_env(backend):
     env.update(PYTHONPATH=str(REPO_ROOT), KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2",
                PYTHONUNBUFFERED="1")
     return env
-
-
-def kill_mid_epoch(proc, checkpoint_dir, epoch, batch=5, timeout=400):
-    """SIGKILL `proc` once it has finished batch `batch` of `epoch` (1-based)
-    and the checkpoint holds `epoch - 1` epochs; return its output so far."""
-    marker = f"PACE epoch {epoch} batch {batch}"
-    lines, deadline = [], time.monotonic() + timeout
-    for line in proc.stdout:
-        lines.append(line)
-        if line.startswith(marker) and checkpoint.finished_epochs(checkpoint_dir) == epoch - 1:
-            proc.send_signal(signal.SIGKILL)
-            break
-        assert time.monotonic() < deadline, "".join(lines[-20:])
-    proc.wait(timeout=60)
-    return "".join(lines)
 
 
 def saved_weights(run_dir):
@@ -106,7 +64,8 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(tmp_path, backend):
         cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
-        log = kill_mid_epoch(victim, killed / artifacts.CHECKPOINT, epoch=2)
+        log, _ = kill_mid_epoch(victim, killed / artifacts.CHECKPOINT, epoch=2)
+        victim.wait(timeout=60)
         assert victim.returncode == -signal.SIGKILL, log[-2000:]
         # Killed in epoch 2: one finished epoch in the checkpoint and the history.
         assert checkpoint.finished_epochs(killed / artifacts.CHECKPOINT) == 1
