@@ -94,14 +94,32 @@ class TfdsSource(ImageSource):
         # from (seed, epoch) alone: epoch e reads the same order however reached.
         stored = self._read(split)
 
-        def read_epoch(epoch):
+        def read_epoch(epoch):  # a Python int (see `epochs`)
             ds = stored
             if shuffle:
-                key = tf.cast(seed, tf.int64) * 1_000_003 + tf.cast(epoch, tf.int64)
-                ds = ds.shuffle(10_000, seed=key, reshuffle_each_iteration=False)
+                ds = ds.shuffle(10_000, seed=int(seed) * 1_000_003 + int(epoch),
+                                reshuffle_each_iteration=False)
             return ds.map(read, num_parallel_calls=tf.data.AUTOTUNE)
 
         return read_epoch
+
+    def epochs(self, split, batch_size, seed, first, last, per_epoch=None):
+        """As `ImageSource.epochs`. A shuffle's seed cannot be a tensor here, so
+        each epoch's pass is built with its own seed and the passes are
+        concatenated pairwise (a tree of depth log2(epochs))."""
+        tf = import_tensorflow()
+
+        read = self._reader(split, True, seed)
+        parts = []
+        for epoch in range(first, last):
+            ds = read(epoch).batch(batch_size)
+            parts.append(per_epoch(ds) if per_epoch is not None else ds)
+        if not parts:
+            return tf.data.Dataset.range(0).batch(batch_size)
+        while len(parts) > 1:
+            parts = [a.concatenate(b) for a, b in zip(parts[::2], parts[1::2])] + (
+                [parts[-1]] if len(parts) % 2 else [])
+        return parts[0].prefetch(tf.data.AUTOTUNE)
 
 
 def _builder(name, data_dir):
