@@ -27,10 +27,12 @@ cut to a multiple of it.
 
 Process 0 alone writes the run folder (`Plan.is_chief`); every process starts
 from process 0's state, restored from its checkpoint on `--resume`
-(`training.callbacks.checkpoint_callbacks`), trains, checks that its weights equal process 0's
+(`training.checkpoint.restore`), trains, checks that its weights equal process 0's
 (`Plan.check_replicas`), and the others wait for process 0 to finish writing
 (`Plan.wait_for_chief`). The codebook callbacks assign process 0's
-codebook on every process (`Plan.agree`).
+codebook on every process (`Plan.agree`). A heartbeat thread
+(`training.watchdog`) stops every process, naming the lost one, when one is
+killed or hangs (`Plan.lost_process_error`).
 
 `precision(name)` sets the Keras dtype policy for the run (`float32`,
 `mixed_bfloat16`, `mixed_float16`); the quantizers' maths stays float32.
@@ -291,17 +293,11 @@ class Plan:
             self._watchdog = None
 
     def lost_process_error(self, error):
-        """`DistributedRunError` for `error` raised by a collective or a barrier of
-        a multi-process run, naming the lost process when the heartbeats show it."""
-        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-        lost, why = self._watchdog.lost() if self._watchdog is not None else ([], "")
-        if lost:
-            return DistributedRunError(f"{self._watchdog.message(lost, why)} [{first}]")
-        return DistributedRunError(
-            f"process {self.process_id} of {self.processes}: the run failed on another "
-            f"process or between processes ({first}); start every process again with "
-            "--resume to continue from the last complete checkpoint"
-        )
+        """`DistributedRunError` for `error` raised by a collective or a barrier,
+        naming the lost process when the heartbeats show it (`training.watchdog`)."""
+        from training.watchdog import lost_process_error
+
+        return lost_process_error(self._watchdog, self.process_id, self.processes, error)
 
 
 def setup(backend, devices=None):

@@ -23,7 +23,8 @@ The run folder (`--out`, default `runs/<dataset>-<model>/`):
   finished epoch) or `--overwrite` (delete what a run writes there, then start
   over);
 - while training, the folder holds `config.json`, `history.json` and
-  `checkpoint/` (Keras' `BackupAndRestore`, saved at every epoch end);
+  `checkpoint/` (`training.checkpoint`, saved at every epoch end: `--resume`
+  continues bit-identically to the uninterrupted run);
   `checkpoint/` is removed once `metrics.json` is written, so a folder with
   `metrics.json` and no `checkpoint/` is a finished run.
 
@@ -51,8 +52,11 @@ Where each concern lives (this module only re-exports them):
   downstream K-means and softmax head;
 - `training.callbacks`: history.json, the per-epoch checkpoint, the NaN guard
   and the codebook callbacks;
+- `training.checkpoint`: what the checkpoint holds, saving and restoring it;
 - `training.distribution`: the devices, data parallelism over devices and
-  processes, the precision policy.
+  processes, the precision policy;
+- `training.watchdog`: heartbeats between processes, so that a lost one stops
+  the others.
 """
 
 import sys

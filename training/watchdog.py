@@ -141,3 +141,19 @@ class Watchdog:
         sys.stdout.flush()
         os._exit(1)
 
+
+
+def lost_process_error(watchdog, process_id, processes, error):
+    """`DistributedRunError` for `error` raised by a collective or a barrier of a
+    multi-process run: names the lost process when `watchdog` (or None) finds it."""
+    from training.distribution import DistributedRunError
+
+    text = str(error).strip()
+    first = text.splitlines()[0][:200] if text else type(error).__name__
+    lost, why = watchdog.lost() if watchdog is not None else ([], "")
+    if lost:
+        return DistributedRunError(f"{watchdog.message(lost, why)} [{first}]")
+    return DistributedRunError(
+        f"process {process_id} of {processes}: the run failed on another process or between "
+        f"processes ({first}); start every process again with --resume to continue from the "
+        "last complete checkpoint")

@@ -267,19 +267,17 @@ def test_a_lost_process_stops_the_other_and_both_resume_to_the_same_weights(
         tmp_path, two_process_run):
     whole = two_process_run[0]
     run_dir = tmp_path / "killed"
-    log1 = open(tmp_path / "process1.log", "w")
     procs = start_processes(run_dir, command=[sys.executable, "-c", PACED, *FIT[2:]])
     try:
         # Process 1 is killed mid-epoch 2; process 0 must stop by itself, naming it.
-        log, killed_at = kill_mid_epoch(procs[0], run_dir / artifacts.CHECKPOINT, epoch=2,
+        _, killed_at = kill_mid_epoch(procs[0], run_dir / artifacts.CHECKPOINT, epoch=2,
                                         victim=procs[1])
-        out0, err0 = procs[0].communicate(timeout=120)
+        _, err0 = procs[0].communicate(timeout=120)
         stopped_after = time.monotonic() - killed_at
     finally:
         for p in procs:
             p.kill()
             p.communicate()
-        log1.close()
     assert procs[1].returncode == -signal.SIGKILL
     assert procs[0].returncode == 1, err0[-3000:]
     last = err0.strip().splitlines()[-1]

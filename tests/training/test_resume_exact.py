@@ -21,8 +21,8 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-
 from killing import PACED, kill_mid_epoch
+
 from training import artifacts, checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
