@@ -260,7 +260,10 @@ def train_and_export(settings, callbacks=()):
         if plan.processes == 1:
             raise
         # A failed collective: another process is gone (training.watchdog names it).
-        raise plan.lost_process_error(e) from e
+        error = plan.lost_process_error(e)
+        if error is e:
+            raise
+        raise error from e
     finally:
         plan.end()
     if settings.export and plan.is_chief:

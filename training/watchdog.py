@@ -143,9 +143,17 @@ class Watchdog:
 
 
 
+def is_collective_failure(error):
+    """Whether `error` came from JAX's runtime (a collective, a barrier), not from this
+    process's own code."""
+    return type(error).__name__ in ("JaxRuntimeError", "XlaRuntimeError") or (
+        "barrier" in str(error).lower() or "gloo" in str(error).lower())
+
+
 def lost_process_error(watchdog, process_id, processes, error):
-    """`DistributedRunError` for `error` raised by a collective or a barrier of a
-    multi-process run: names the lost process when `watchdog` (or None) finds it."""
+    """The error to raise for `error` of a multi-process run: `DistributedRunError`
+    naming the lost process when `watchdog` (or None) finds it, or a generic one
+    for a failed collective; else `error` itself."""
     from training.distribution import DistributedRunError
 
     text = str(error).strip()
@@ -153,6 +161,8 @@ def lost_process_error(watchdog, process_id, processes, error):
     lost, why = watchdog.lost() if watchdog is not None else ([], "")
     if lost:
         return DistributedRunError(f"{watchdog.message(lost, why)} [{first}]")
+    if not is_collective_failure(error):
+        return error  # a failure of this process itself: raised as it is
     return DistributedRunError(
         f"process {process_id} of {processes}: the run failed on another process or between "
         f"processes ({first}); start every process again with --resume to continue from the "
