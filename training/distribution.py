@@ -294,10 +294,12 @@ class Plan:
 
     def lost_process_error(self, error):
         """`DistributedRunError` for `error` raised by a collective or a barrier,
-        naming the lost process when the heartbeats show it (`training.watchdog`)."""
-        from training.watchdog import lost_process_error
+        naming the lost process when the heartbeats show it (`training.watchdog`);
+        `error` itself when it is this process's own."""
+        from training.watchdog import lost_process_message
 
-        return lost_process_error(self._watchdog, self.process_id, self.processes, error)
+        message = lost_process_message(self._watchdog, self.process_id, self.processes, error)
+        return error if message is None else DistributedRunError(message)
 
 
 def setup(backend, devices=None):

@@ -150,20 +150,18 @@ def is_collective_failure(error):
         "barrier" in str(error).lower() or "gloo" in str(error).lower())
 
 
-def lost_process_error(watchdog, process_id, processes, error):
-    """The error to raise for `error` of a multi-process run: `DistributedRunError`
-    naming the lost process when `watchdog` (or None) finds it, or a generic one
-    for a failed collective; else `error` itself."""
-    from training.distribution import DistributedRunError
-
+def lost_process_message(watchdog, process_id, processes, error):
+    """The error line for `error` of a multi-process run: naming the lost process
+    when `watchdog` (or None) finds it, a generic one for a failed collective or
+    barrier; None for an error of this process's own code."""
     text = str(error).strip()
     first = text.splitlines()[0][:200] if text else type(error).__name__
     lost, why = watchdog.lost() if watchdog is not None else ([], "")
     if lost:
-        return DistributedRunError(f"{watchdog.message(lost, why)} [{first}]")
+        return f"{watchdog.message(lost, why)} [{first}]"
     if not is_collective_failure(error):
-        return error  # a failure of this process itself: raised as it is
-    return DistributedRunError(
+        return None
+    return (
         f"process {process_id} of {processes}: the run failed on another process or between "
         f"processes ({first}); start every process again with --resume to continue from the "
         "last complete checkpoint")
