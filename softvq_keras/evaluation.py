@@ -1,7 +1,8 @@
 """Downstream metrics of a representation (the paper's Tables 1 and 2).
 
 Clustering: K-means with `n_init` restarts keeping the lowest inertia
-(scikit-learn), scored by Hungarian-matched accuracy
+(`fit_kmeans`: scikit-learn's k-means++ and Elkan's exact Lloyd on float32),
+scored by Hungarian-matched accuracy
 (`scipy.optimize.linear_sum_assignment`) and NMI (scikit-learn, arithmetic
 normalization). Classification: a linear softmax probe, `Dense(10)` trained
 with Adam (lr 0.01, batch 128) on the training latents.
@@ -60,11 +61,61 @@ def nmi(y_true, clusters):
     return float(normalized_mutual_info_score(y_true, clusters))
 
 
+class KMeansResult:
+    """What `fit_kmeans` returns: scikit-learn's fitted-attribute names.
+
+    Attributes:
+        cluster_centers_: `(n_clusters, D)` float64 centroids.
+        labels_: `(N,)` int64 index of each row's nearest centroid.
+        inertia_: float, the sum of squared distances of the rows to their
+            centroids, computed in float64.
+    """
+
+    def __init__(self, cluster_centers, labels, inertia):
+        self.cluster_centers_ = cluster_centers
+        self.labels_ = labels
+        self.inertia_ = inertia
+
+
 def fit_kmeans(latents, n_clusters=10, n_init=100, seed=0):
-    """K-means with `n_init` initializations; keeps the lowest inertia."""
-    return KMeans(n_clusters=n_clusters, n_init=n_init, random_state=seed).fit(
-        np.asarray(latents, dtype=np.float64)
+    """K-means with `n_init` k-means++ initializations; keeps the lowest inertia.
+
+    The paper's protocol (k-means++ seeding, Lloyd iterations to convergence,
+    the best of `n_init`), run as scikit-learn's Elkan algorithm (exact Lloyd
+    iterations that skip distances the triangle inequality rules out) on
+    float32 latents: on the MNIST and CIFAR-10 latents of
+    `benchmarks/evaluation.py` it is 1.7-3x faster than scikit-learn's default
+    (float64 Lloyd) at an inertia within 0.01 % of it. Deterministic for a given
+    `seed` (and thread count). The returned inertia and labels are recomputed
+    in float64 from the centroids.
+
+    Args:
+        latents: `(N, D)` array.
+        n_clusters: K.
+        n_init: initializations; the one of lowest inertia is kept.
+        seed: seeds the k-means++ draws.
+
+    Returns:
+        A `KMeansResult` (`cluster_centers_`, `labels_`, `inertia_`).
+    """
+    x = np.asarray(latents)
+    if x.ndim != 2 or len(x) < n_clusters:
+        raise ValueError(
+            f"fit_kmeans needs an (N, D) array with N >= n_clusters={n_clusters}; "
+            f"got shape {x.shape}."
+        )
+    fitted = KMeans(
+        n_clusters=n_clusters, n_init=n_init, random_state=seed, algorithm="elkan"
+    ).fit(x.astype(np.float32))
+    centers = fitted.cluster_centers_.astype(np.float64)
+    x64 = x.astype(np.float64)
+    distances = (
+        np.sum(x64**2, axis=1, keepdims=True) - 2.0 * x64 @ centers.T
+        + np.sum(centers**2, axis=1)
     )
+    labels = np.argmin(distances, axis=1).astype(np.int64)
+    inertia = float(np.sum((x64 - centers[labels]) ** 2))
+    return KMeansResult(centers, labels, inertia)
 
 
 def probe_schedule(num_train, epochs=20, batch_size=128, min_updates=2000):

@@ -13,6 +13,15 @@ from pathlib import Path
 # any test module imports those frameworks. Explicit settings win.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
+# Cached raw-pixel rows (training.raw_row) go to a folder of this session, never
+# the user's cache: a test computes its own and may then reuse it.
+if "SOFTVQ_CACHE_DIR" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["SOFTVQ_CACHE_DIR"] = tempfile.mkdtemp(prefix="softvq-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["SOFTVQ_CACHE_DIR"], ignore_errors=True)
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

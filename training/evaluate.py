@@ -12,9 +12,9 @@
   labels with the stored Hungarian map, as the service does
   (`clustering_accuracy_train_centroids`, `nmi_train_centroids`);
 - the stored softmax head on the test latents (`classification_accuracy`);
-- the same protocol on the raw scaled pixels (`raw`; its probe is trained here
-  with the run's seed and `config.evaluation.probe_epochs`; skipped when
-  `config.evaluation.raw_baseline` is false);
+- the same protocol on the raw scaled pixels (`raw`; computed once per dataset
+  fingerprint with seed 0 and cached, `training.raw_row`; `raw_cached` says
+  whether it was read back; skipped when `config.evaluation.raw_baseline` is false);
 - codebook usage and perplexity of the autoencoder's `code_probs` on the test
   split (vq, softvq);
 - `final_losses` (last epoch of history.json) and `timings_s`.
@@ -257,19 +257,21 @@ def evaluate_run(
     metrics["kmeans_inertia"] = float(kmeans.inertia_)
     metrics["kmeans_inertia_train_centroids"] = float(np.sum(gaps**2))
     if labelled and protocol.get("raw_baseline", True):
-        x_tr, y_tr, whole_tr = data.raw_sample("train", seed)
-        x_te, y_te, whole_te = data.raw_sample("test", seed)
-        metrics["raw"] = representation_scores(
-            _flat(x_tr), y_tr, _flat(x_te), y_te,
-            kmeans_init=protocol["kmeans_init"], probe_epochs=protocol["probe_epochs"],
-            seed=seed, timer=timer, n_clusters=n_clusters,
-            num_classes=int(config.get("num_classes") or 10),
-            what=f"Raw-pixel baseline on {len(x_tr):,} training and {len(x_te):,} test images"
-            + ("" if whole_tr and whole_te else " (a seeded sample)"),
+        from training.raw_row import raw_scores
+
+        count = (data.count("train"), data.count("test"))
+        raw = raw_scores(
+            data, kmeans_init=protocol["kmeans_init"], probe_epochs=protocol["probe_epochs"],
+            timer=timer, say=timer.say,
+            test_fraction=(config.get("data_options") or {}).get("test_fraction", 0.2),
+            what=f"Raw-pixel baseline on {count[0]:,} training and {count[1]:,} test images"
+            " (computed once per dataset, then cached)",
         )
-        metrics["raw_sample"] = {"train": len(x_tr), "test": len(x_te),
-                                 "whole": bool(whole_tr and whole_te)}
-        del x_tr, x_te
+        sample = raw.pop("sample")
+        metrics["raw"] = {k: raw[k] for k in ("clustering_accuracy", "nmi",
+                                              "classification_accuracy")}
+        metrics["raw_sample"] = sample
+        metrics["raw_cached"] = raw["cached"]
     with timer.phase("encode", f"Reconstructing {n_test:,} test images"):
         from softvq_keras import Autoencoder  # noqa: F401  imports (registers) the custom layers
 

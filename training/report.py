@@ -14,8 +14,17 @@ METRICS = ("clustering_accuracy", "nmi", "classification_accuracy")
 CODE_METRICS = ("bits_per_image", "codebook_usage", "perplexity", "reconstruction_error")
 
 
-def summarize(dataset, per_row):
-    """Mean ± std per row and metric, the paper's value beside it."""
+#: Codebook statistics of the vq / soft VQ rows (not in the paper's tables).
+CODEBOOK_METRICS = ("codebook_usage", "perplexity")
+
+
+def summarize(dataset, per_row, codebook_rows=()):
+    """Mean ± std per row and metric, the paper's value beside it.
+
+    Rows in `codebook_rows` also get `codebook_usage` and `perplexity` (mean ±
+    std over the runs that recorded them, `recorded` of `seeds`); their runs
+    recorded without them count as "not recorded".
+    """
     rows = []
     for name, runs in per_row.items():
         paper = PAPER.get(dataset, {}).get(name, (None, None, None))
@@ -38,6 +47,16 @@ def summarize(dataset, per_row):
                     "values": values.tolist(),
                 }
         row["wall_time_s"] = float(np.mean([r["timings_s"]["total"] for r in runs]))
+        if name in codebook_rows:
+            for metric in CODEBOOK_METRICS:
+                values = np.array([r[metric] for r in runs if metric in r], dtype=np.float64)
+                row[metric] = {"recorded": int(len(values))}
+                if len(values):
+                    row[metric].update({
+                        "mean": float(values.mean()),
+                        "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                        "values": values.tolist(),
+                    })
         rows.append(row)
     return rows
 
@@ -67,6 +86,20 @@ def _paper(entry, scale, digits):
     return "–" if entry["paper"] is None else f"{entry['paper'] * scale:.{digits}f}"
 
 
+def _codebook(row, metric, digits):
+    """A codebook statistic's cell: "–" without a codebook, "not recorded" when
+    no run recorded it, "(n of m seeds)" when only some did."""
+    entry = row.get(metric)
+    if entry is None:
+        return "–"
+    if not entry["recorded"]:
+        return "not recorded"
+    text = _cell(entry, 1, digits)
+    if entry["recorded"] < row["seeds"]:
+        text += f" ({entry['recorded']} of {row['seeds']} seeds)"
+    return text
+
+
 def markdown(dataset, rows, info, seeds, wall_time, note=None):
     """The table as Markdown; `note` (`training.paper.data_note`) goes under the heading."""
     lines = [
@@ -77,18 +110,23 @@ def markdown(dataset, rows, info, seeds, wall_time, note=None):
     if note:
         lines += [f"*{note}*", ""]
     lines += [
-        "| model | clustering % | paper | NMI | paper | classification % | paper | wall time / run |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | clustering % | paper | NMI | paper | classification % | paper "
+        "| codebook usage | perplexity | wall time / run |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         c, n, a = (r[m] for m in METRICS)
         name = r["name"]
-        if r["seeds"] != seeds:
+        if name == "raw":
+            name += " (once: depends only on the data)"
+        elif r["seeds"] != seeds:
             name += f" ({r['seeds']} seed{'s' if r['seeds'] > 1 else ''})"
         lines.append(
             f"| {name} | {_cell(c, 100, 2)} | {_paper(c, 100, 2)} "
             f"| {_cell(n, 1, 4)} | {_paper(n, 1, 4)} "
-            f"| {_cell(a, 100, 2)} | {_paper(a, 100, 2)} | {r['wall_time_s'] / 60:.1f} min |"
+            f"| {_cell(a, 100, 2)} | {_paper(a, 100, 2)} "
+            f"| {_codebook(r, 'codebook_usage', 3)} | {_codebook(r, 'perplexity', 2)} "
+            f"| {r['wall_time_s'] / 60:.1f} min |"
         )
     coded = [r for r in rows if "codebook_usage" in r]
     if coded:

@@ -24,8 +24,16 @@ run's metrics are also recorded in the ledger, `<out>/<dataset>-runs/<row>-seed<
 `--epochs`, `--kmeans-init` or `--probe-epochs` keeps a folder of its own, named
 after them), and a run whose folder is gone (another machine) is reused from its
 ledger entry: a table spanning
-several machines or sessions trains each run once. The raw-pixel row is
-computed once per seed and recorded there too (`raw-seed<k>.json`).
+several machines or sessions trains each run once. The raw-pixel row depends
+only on the data: it is computed once (seed 0; `training.raw_row` caches it per
+dataset fingerprint for every run and table) and recorded there too
+(`raw-seed0.json`).
+
+`--models a b` (or `--extra c`) trains and updates only those rows: every other
+row with ledger entries is merged back from the ledger, so a partial rerun never
+drops rows. Codebook usage and perplexity (vq and soft VQ rows) come from the
+ledger; an entry recorded before they were is completed from its saved run when
+the run folder is here, else the table says "not recorded".
 
 DATASET takes every form `python -m training.fit` takes (a built-in name, a
 folder of images with class sub-folders, an `.npz` file with labels,
@@ -131,31 +139,67 @@ def train_row(dataset, row, seed, args, pixel_variance=None, info=None):
     return metrics
 
 
-def raw_row(dataset, seed, data, args):
-    """The raw-pixel scores for `seed` (`data`: a `training.data.RunData`), computed
-    once and cached."""
-    from training.evaluate import PhaseTimer, _flat, representation_scores
+def raw_row(dataset, data, args):
+    """The raw-pixel scores (`data`: a `training.data.RunData`): they depend only on
+    the data, so they are computed once (seed 0, `training.raw_row`, cached per
+    dataset fingerprint) and recorded in the ledger as `raw-seed0.json`."""
+    from training.raw_row import RAW_SEED, raw_scores
 
-    path = ledger_path(args.out, dataset, "raw", seed, args)
+    path = ledger_path(args.out, dataset, "raw", RAW_SEED, args)
     if path.is_file():
         return artifacts.read_json(path)
     if args.report_only:
-        print(f"[table] leaving out the raw-pixel row of seed {seed} (not computed; "
-              "--report-only)", flush=True)
+        print("[table] leaving out the raw-pixel row (not computed; --report-only)", flush=True)
         return None
-    timer = PhaseTimer()
-    x_tr, y_tr, whole_tr = data.raw_sample("train", seed)
-    x_te, y_te, whole_te = data.raw_sample("test", seed)
-    scores = representation_scores(
-        _flat(x_tr), y_tr, _flat(x_te), y_te,
-        kmeans_init=args.kmeans_init, probe_epochs=args.probe_epochs, seed=seed, timer=timer,
-        n_clusters=data.info.num_classes, num_classes=data.info.num_classes,
-    )
-    scores["timings_s"] = {"total": timer.seconds["raw"]}
-    if not (whole_tr and whole_te):
-        scores["sample"] = {"train": len(x_tr), "test": len(x_te)}
+    scores = raw_scores(data, kmeans_init=args.kmeans_init, probe_epochs=args.probe_epochs,
+                        test_fraction=args.test_fraction, say=print)
+    sample = scores.pop("sample")
+    scores.pop("cached")
+    if not sample["whole"]:
+        scores["sample"] = {"train": sample["train"], "test": sample["test"]}
     record(path, scores, "raw pixels")
     return scores
+
+
+def ledger_seeds(out, dataset, row, args):
+    """`{seed: metrics}` of every ledger entry of `row` (a model or a VARIANTS name)."""
+    folder = ledger_path(out, dataset, row, 0, args).parent
+    found = {}
+    for path in folder.glob(f"{row}-seed*.json"):
+        tail = path.stem[len(row) + len("-seed"):]
+        if tail.isdigit():
+            found[int(tail)] = path
+    return {seed: artifacts.read_json(found[seed]) for seed in sorted(found)}
+
+
+def has_codebook(row):
+    """Whether `row`'s bottleneck has a codebook (usage and perplexity apply)."""
+    model = VARIANTS[row][0] if row in VARIANTS else row
+    return model in ("vq", "softvq")
+
+
+def add_codebook_statistics(dataset, row, seed, metrics, data, args):
+    """Fill in codebook usage and perplexity that a ledger entry lacks (older
+    entries did not record them) from the saved run, when its folder is here;
+    the ledger entry is rewritten with them. Returns `metrics`."""
+    if not has_codebook(row) or "codebook_usage" in metrics:
+        return metrics
+    folder = run_folder(args.out, dataset, row, seed)
+    if not finished(folder) or not (folder / artifacts.AUTOENCODER).is_file():
+        return metrics
+    import keras
+
+    from softvq_keras import Autoencoder  # noqa: F401  imports (registers) the custom layers
+    from training.evaluate import autoencoder_statistics
+
+    print(f"[table] recomputing codebook usage and perplexity of {folder}", flush=True)
+    autoencoder = keras.saving.load_model(folder / artifacts.AUTOENCODER)
+    stats = autoencoder_statistics(autoencoder, data, "test")
+    metrics = {**metrics, **{k: stats[k] for k in ("codebook_usage", "perplexity") if k in stats}}
+    ledger = ledger_path(args.out, dataset, row, seed, args)
+    record(ledger, {k: v for k, v in metrics.items() if k != "recorded_from"},
+           metrics.get("recorded_from", folder.name))
+    return metrics
 
 
 #: Test images the pictures are drawn from, at most (all of MNIST's).
@@ -322,13 +366,28 @@ def main(argv=None):
                 info=data.info,
             )
             if metrics is not None:
-                per_row[row].append(metrics)
+                per_row[row].append(add_codebook_statistics(
+                    args.dataset, row, seed, metrics, data, args))
     except UsageError as e:
         print(f"python -m training.table: error: {e}", file=sys.stderr)
         return 2
-    per_row["raw"] = [m for m in (raw_row(args.dataset, s, data, args)
-                                  for s in range(args.seeds)) if m is not None]
-    rows = summarize(paper_key, {name: runs for name, runs in per_row.items() if runs})
+    # Rows not asked for this time are merged from the ledger: a partial rerun
+    # (--models a b) never drops the others.
+    merged = {}
+    for row in [m for m in ROWS if m not in args.models] + [
+            v for v in VARIANTS if v not in args.extra]:
+        entries = ledger_seeds(args.out, args.dataset, row, args)
+        if entries:
+            merged[row] = [add_codebook_statistics(args.dataset, row, seed, m, data, args)
+                           for seed, m in entries.items()]
+            print(f"[table] {row}: {len(entries)} seed(s) from the ledger (not asked for "
+                  "this time; kept)", flush=True)
+    order = ["raw", *ROWS, *args.extra, *[v for v in VARIANTS if v not in args.extra]]
+    per_row = {name: per_row.get(name) or merged.get(name, []) for name in order}
+    raw = raw_row(args.dataset, data, args)
+    per_row["raw"] = [raw] if raw is not None else []
+    rows = summarize(paper_key, {name: runs for name, runs in per_row.items() if runs},
+                     codebook_rows={name for name in per_row if has_codebook(name)})
     info = machine()
     wall = time.perf_counter() - started
     pictured = pictured_runs(args)

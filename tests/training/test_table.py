@@ -72,7 +72,7 @@ def test_extra_rows_follow_the_paper_rows_with_their_own_seeds(tmp_path, capsys)
     result = json.loads((tmp_path / "digits.json").read_text())
     names = [r["name"] for r in result["rows"]]
     assert names == ["raw", "ae", "vq+kmeans-init", "betavae+raw-mse-beta"]
-    assert [r["seeds"] for r in result["rows"]] == [2, 2, 1, 1]
+    assert [r["seeds"] for r in result["rows"]] == [1, 2, 1, 1]  # raw: once, not per seed
     runs = tmp_path / "runs"
     vq = json.loads((runs / "digits-vq+kmeans-init-seed0" / "config.json").read_text())
     assert vq["model"] == "vq" and vq["codebook_init"] == "kmeans"
@@ -101,8 +101,7 @@ def test_report_only_summarizes_finished_runs_and_trains_nothing(small_table, tm
     assert table.main([*args, "--report-only"]) == 0
     printed = capsys.readouterr().out
     assert "[table] training" not in printed and "[table] resuming" not in printed
-    assert printed.count("leaving out") == 3
-    assert "leaving out the raw-pixel row of seed 1 (not computed; --report-only)" in printed
+    assert printed.count("leaving out") == 2  # the raw row is computed once, not per seed
     result = json.loads((out / "digits.json").read_text())
     assert {r["name"]: r["seeds"] for r in result["rows"]} == {"raw": 1, "ae": 1, "softvq": 1}
     assert not (out / "digits-runs-epochs1-kmeans2-probe1" / "raw-seed1.json").exists()
@@ -173,7 +172,9 @@ def test_ledger_reuses_runs_whose_folders_are_gone(small_table, tmp_path, capsys
     args = _args(out)
     args[args.index("--probe-epochs") + 1] = "20"
     assert table.main([*args, "--report-only"]) == 0
-    assert capsys.readouterr().out.count("leaving out") == 3  # ae, softvq and raw
+    printed = capsys.readouterr().out
+    assert printed.count("leaving out") == 3  # ae, softvq and raw
+    assert "leaving out the raw-pixel row (not computed; --report-only)" in printed
 
 
 def test_every_extra_row_is_a_valid_fit_of_its_paper_model():
@@ -282,3 +283,68 @@ def test_latent_map_colour_bar_has_one_tick_per_class(tmp_path, classes):
     assert path.read_bytes()[:4] == b"\x89PNG"
     (bar,) = captured
     assert [t.get_text() for t in bar.ax.get_yticklabels()] == names
+
+
+def test_partial_rerun_merges_the_other_rows_from_the_ledger(small_table, tmp_path, capsys):
+    """`--models ae` updates the ae row and keeps softvq's (and raw's) from the ledger."""
+    import shutil
+
+    out = tmp_path / "partial"
+    shutil.copytree(small_table, out)
+    args = _args(out)
+    at = args.index("--models")
+    args[at + 1:at + 3] = ["ae"]
+    assert table.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "[table] training" not in printed
+    assert "[table] softvq: 1 seed(s) from the ledger (not asked for this time; kept)" in printed
+    result = json.loads((out / "digits.json").read_text())
+    assert [r["name"] for r in result["rows"]] == ["raw", "ae", "softvq"]
+    before = {r["name"]: r for r in json.loads((small_table / "digits.json").read_text())["rows"]}
+    for row in result["rows"]:
+        assert row["nmi"]["values"] == before[row["name"]]["nmi"]["values"], row["name"]
+    assert "| softvq |" in (out / "digits.md").read_text()
+
+
+def test_codebook_statistics_recomputed_from_the_run_else_not_recorded(small_table, tmp_path,
+                                                                        capsys):
+    """A ledger entry without codebook usage (recorded before it was) is completed
+    from the saved run; without the run folder the table says "not recorded"."""
+    import shutil
+
+    out = tmp_path / "usage"
+    shutil.copytree(small_table, out)
+    ledger = out / "digits-runs-epochs1-kmeans2-probe1" / "softvq-seed0.json"
+    run_metrics = out / "runs" / "digits-softvq-seed0" / "metrics.json"
+    expected = json.loads(run_metrics.read_text())
+    for path in (ledger, run_metrics):
+        entry = json.loads(path.read_text())
+        del entry["codebook_usage"], entry["perplexity"]
+        path.write_text(json.dumps(entry))
+    assert table.main([*_args(out), "--report-only"]) == 0
+    assert "[table] recomputing codebook usage and perplexity of" in capsys.readouterr().out
+    entry = json.loads(ledger.read_text())
+    assert entry["codebook_usage"] == pytest.approx(expected["codebook_usage"], abs=1e-6)
+    assert entry["perplexity"] == pytest.approx(expected["perplexity"], rel=1e-5)
+    rows = {r["name"]: r for r in json.loads((out / "digits.json").read_text())["rows"]}
+    assert rows["softvq"]["perplexity"]["values"] == [entry["perplexity"]]
+    assert "codebook_usage" not in rows["ae"]  # no codebook
+    assert cells(out, "softvq")[7:9] == [f"{entry['codebook_usage']:.3f}",
+                                          f"{entry['perplexity']:.2f}"]
+
+    del entry["codebook_usage"], entry["perplexity"]
+    ledger.write_text(json.dumps(entry))
+    shutil.rmtree(out / "runs")
+    assert table.main([*_args(out), "--report-only"]) == 0
+    assert cells(out, "softvq")[7:9] == ["not recorded", "not recorded"]
+    assert cells(out, "ae")[7:9] == ["–", "–"]
+    assert cells(out, "softvq")[0] == "softvq"  # the header has the two columns too
+    header = (out / "digits.md").read_text().split("| model |")[1].split("\n")[0]
+    assert "| codebook usage | perplexity |" in header
+
+
+def cells(out, row):
+    """The Markdown table's cells of `row` in `out/digits.md`."""
+    line = next(line for line in (out / "digits.md").read_text().splitlines()
+                if line.startswith(f"| {row} |"))
+    return [c.strip() for c in line.strip().strip("|").split("|")]

@@ -1,0 +1,75 @@
+"""`softvq_keras.evaluation.fit_kmeans` against scikit-learn's default KMeans.
+
+Backend-independent (NumPy and scikit-learn only), so it runs once, here.
+"""
+
+import numpy as np
+import pytest
+from sklearn.cluster import KMeans
+from threadpoolctl import threadpool_limits
+
+from softvq_keras.evaluation import cluster_accuracy, fit_kmeans
+
+
+@pytest.fixture(scope="module")
+def mnist_latents(shared_data_dir):
+    """Real MNIST test images projected on 32 principal components (latent-like)."""
+    from sklearn.decomposition import PCA
+
+    path = shared_data_dir / "mnist.npz"
+    if not path.is_file():
+        pytest.skip(f"no mnist.npz in {shared_data_dir}")
+    with np.load(path) as d:
+        x = d["x_test"].reshape(len(d["x_test"]), -1).astype(np.float32) / 255.0
+        y = d["y_test"].reshape(-1).astype(np.int64)
+    return PCA(32, random_state=0).fit_transform(x[:6000]), y[:6000]
+
+
+def test_inertia_and_accuracy_match_scikit_learn_on_mnist(mnist_latents):
+    z, y = mnist_latents
+    with threadpool_limits(limits=1):
+        ours = fit_kmeans(z, 10, n_init=10, seed=0)
+        ref = KMeans(10, n_init=10, random_state=0).fit(z.astype(np.float64))
+    assert ours.cluster_centers_.shape == (10, 32) and ours.labels_.shape == (6000,)
+    assert ours.inertia_ <= 1.001 * ref.inertia_
+    assert ours.inertia_ >= 0.99 * ref.inertia_  # a real inertia, not a shortcut
+    gaps = z - ours.cluster_centers_[ours.labels_]
+    assert ours.inertia_ == pytest.approx(float(np.sum(gaps.astype(np.float64) ** 2)), rel=1e-9)
+    assert abs(cluster_accuracy(y, ours.labels_) - cluster_accuracy(y, ref.labels_)) <= 0.005
+
+
+def test_same_seed_same_labels_other_seed_other_draws(mnist_latents):
+    z, _ = mnist_latents
+    z = z[:2000]
+    with threadpool_limits(limits=1):
+        a = fit_kmeans(z, 10, n_init=3, seed=7)
+        b = fit_kmeans(z, 10, n_init=3, seed=7)
+        c = fit_kmeans(z, 10, n_init=1, seed=8)
+    np.testing.assert_array_equal(a.labels_, b.labels_)
+    np.testing.assert_array_equal(a.cluster_centers_, b.cluster_centers_)
+    assert a.inertia_ == b.inertia_
+    assert not np.array_equal(a.cluster_centers_, c.cluster_centers_)
+
+
+def test_accuracy_on_a_saved_runs_latents_matches_scikit_learn(finished_run):
+    """The training latents of the session's finished digits run."""
+    import keras
+    from sklearn.datasets import load_digits
+
+    from training.data import open_data
+
+    data = open_data("digits")
+    encoder = keras.saving.load_model(finished_run / "encoder.keras")
+    z = data.predict(encoder, "train")
+    y = data.labels("train")
+    with threadpool_limits(limits=1):
+        ours = fit_kmeans(z, 10, n_init=20, seed=0)
+        ref = KMeans(10, n_init=20, random_state=0).fit(np.asarray(z, np.float64))
+    assert len(z) == len(load_digits().target) - 297
+    assert ours.inertia_ <= 1.001 * ref.inertia_
+    assert abs(cluster_accuracy(y, ours.labels_) - cluster_accuracy(y, ref.labels_)) <= 0.005
+
+
+def test_bad_input_is_one_clear_error():
+    with pytest.raises(ValueError, match=r"needs an \(N, D\) array with N >= n_clusters=10; got shape \(5, 2\)"):
+        fit_kmeans(np.zeros((5, 2)), 10)
