@@ -259,13 +259,10 @@ def evaluate_run(
     if labelled and protocol.get("raw_baseline", True):
         from training.raw_row import raw_scores
 
-        count = (data.count("train"), data.count("test"))
         raw = raw_scores(
             data, kmeans_init=protocol["kmeans_init"], probe_epochs=protocol["probe_epochs"],
-            timer=timer, say=timer.say,
+            timer=timer, say=timer.say, announce=True,
             test_fraction=(config.get("data_options") or {}).get("test_fraction", 0.2),
-            what=f"Raw-pixel baseline on {count[0]:,} training and {count[1]:,} test images"
-            " (computed once per dataset, then cached)",
         )
         sample = raw.pop("sample")
         metrics["raw"] = {k: raw[k] for k in ("clustering_accuracy", "nmi",

@@ -104,13 +104,15 @@ def fingerprint(data, *, kmeans_init, probe_epochs, n_clusters, sample, test_fra
     return hashlib.sha256(text.encode()).hexdigest()[:20], description
 
 
-def raw_scores(data, *, kmeans_init, probe_epochs, timer=None, what=None, test_fraction=None,
-               say=None):
+def raw_scores(data, *, kmeans_init, probe_epochs, timer=None, announce=False,
+               test_fraction=None, say=None):
     """The raw row of `data` (`training.data.RunData`): from the cache, else computed and cached.
 
     Returns the scores dict (`clustering_accuracy`, `nmi`,
     `classification_accuracy`, `timings_s.total` of the computation, `sample`
-    when a streamed source was sampled, `cached` True when read back).
+    `{"train", "test", "whole"}`, `cached` True when read back). `announce`:
+    the computation prints its line through `timer.say`; `say` (e.g. `print`)
+    tells where a cached row was read from.
     """
     from training.data import RAW_SAMPLE
     from training.evaluate import PhaseTimer, _flat, representation_scores
@@ -137,6 +139,8 @@ def raw_scores(data, *, kmeans_init, probe_epochs, timer=None, what=None, test_f
     before = timer.seconds.get("raw", 0.0)
     x_tr, y_tr, whole_tr = data.raw_sample("train", RAW_SEED)
     x_te, y_te, whole_te = data.raw_sample("test", RAW_SEED)
+    what = (f"Raw-pixel baseline on {len(x_tr):,} training and {len(x_te):,} test images"
+            + ("" if whole_tr and whole_te else " (a seeded sample)")) if announce else None
     scores = representation_scores(
         _flat(x_tr), y_tr, _flat(x_te), y_te, kmeans_init=kmeans_init,
         probe_epochs=probe_epochs, seed=RAW_SEED, timer=timer, n_clusters=n_clusters,
