@@ -84,7 +84,7 @@ def fit_kmeans(latents, n_clusters=10, n_init=100, seed=0):
     the best of `n_init`), run as scikit-learn's Elkan algorithm (exact Lloyd
     iterations that skip distances the triangle inequality rules out) on
     float32 latents: side by side on this project's 2-core CPU (shared, load
-    12-18) it was 3.1-5.5x faster than scikit-learn's default KMeans (float64
+    10-18) it was 1.8-8.3x faster than scikit-learn's default KMeans (float64
     Lloyd, its best of one thread and two) on PCA-projected MNIST 60,000 x 64
     and CIFAR-10 10,000 x 128, at the same inertia (ratio 0.999999-1.000000;
     `benchmarks/evaluation.py`, docs/RESULTS.md). Deterministic for a given
