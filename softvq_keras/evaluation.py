@@ -83,10 +83,10 @@ def fit_kmeans(latents, n_clusters=10, n_init=100, seed=0):
     The paper's protocol (k-means++ seeding, Lloyd iterations to convergence,
     the best of `n_init`), run as scikit-learn's Elkan algorithm (exact Lloyd
     iterations that skip distances the triangle inequality rules out) on
-    float32 latents: side by side on this project's 2-core CPU (shared, load
-    10-18) it was 1.8-8.3x faster than scikit-learn's default KMeans (float64
-    Lloyd, its best of one thread and two) on PCA-projected MNIST 60,000 x 64
-    and CIFAR-10 10,000 x 128, at the same inertia (ratio 0.999999-1.000000;
+    float32 latents: side by side on this project's 2-core CPU (load 2-4) it
+    was 3.5x (MNIST 60,000 x 64) and 1.8x (CIFAR-10 10,000 x 128, PCA
+    projections) faster than scikit-learn's default KMeans (float64 Lloyd, its
+    best of one thread and two), at the same inertia (ratio 0.999999-1.000000;
     `benchmarks/evaluation.py`, docs/RESULTS.md). Deterministic for a given
     `seed` (and thread count). The returned inertia and labels are recomputed
     in float64 from the centroids.
