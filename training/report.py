@@ -14,16 +14,13 @@ METRICS = ("clustering_accuracy", "nmi", "classification_accuracy")
 CODE_METRICS = ("bits_per_image", "codebook_usage", "perplexity", "reconstruction_error")
 
 
-#: Codebook statistics of the vq / soft VQ rows (not in the paper's tables).
-CODEBOOK_METRICS = ("codebook_usage", "perplexity")
-
-
 def summarize(dataset, per_row, codebook_rows=()):
     """Mean ± std per row and metric, the paper's value beside it.
 
-    Rows in `codebook_rows` also get `codebook_usage` and `perplexity` (mean ±
-    std over the runs that recorded them, `recorded` of `seeds`); their runs
-    recorded without them count as "not recorded".
+    `CODE_METRICS` are summarized where every run recorded them; rows in
+    `codebook_rows` always get `codebook_usage` and `perplexity`, with
+    `recorded` (how many runs had them: ledger entries older than these
+    metrics lack them), the mean ± std over those runs when any.
     """
     rows = []
     for name, runs in per_row.items():
@@ -48,7 +45,7 @@ def summarize(dataset, per_row, codebook_rows=()):
                 }
         row["wall_time_s"] = float(np.mean([r["timings_s"]["total"] for r in runs]))
         if name in codebook_rows:
-            for metric in CODEBOOK_METRICS:
+            for metric in ("codebook_usage", "perplexity"):
                 values = np.array([r[metric] for r in runs if metric in r], dtype=np.float64)
                 row[metric] = {"recorded": int(len(values))}
                 if len(values):
@@ -86,16 +83,14 @@ def _paper(entry, scale, digits):
     return "–" if entry["paper"] is None else f"{entry['paper'] * scale:.{digits}f}"
 
 
-def _codebook(row, metric, digits):
-    """A codebook statistic's cell: "–" without a codebook, "not recorded" when
-    no run recorded it, "(n of m seeds)" when only some did."""
-    entry = row.get(metric)
-    if entry is None:
-        return "–"
-    if not entry["recorded"]:
+def _codebook(row, metric, scale, digits):
+    """A codebook statistic's cell: "not recorded" when no run recorded it,
+    "(n of m seeds)" when only some did."""
+    entry = row[metric]
+    if not entry.get("recorded", row["seeds"]):
         return "not recorded"
-    text = _cell(entry, 1, digits)
-    if entry["recorded"] < row["seeds"]:
+    text = _cell(entry, scale, digits)
+    if entry.get("recorded", row["seeds"]) < row["seeds"]:
         text += f" ({entry['recorded']} of {row['seeds']} seeds)"
     return text
 
@@ -110,9 +105,8 @@ def markdown(dataset, rows, info, seeds, wall_time, note=None):
     if note:
         lines += [f"*{note}*", ""]
     lines += [
-        "| model | clustering % | paper | NMI | paper | classification % | paper "
-        "| codebook usage | perplexity | wall time / run |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | clustering % | paper | NMI | paper | classification % | paper | wall time / run |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         c, n, a = (r[m] for m in METRICS)
@@ -124,9 +118,7 @@ def markdown(dataset, rows, info, seeds, wall_time, note=None):
         lines.append(
             f"| {name} | {_cell(c, 100, 2)} | {_paper(c, 100, 2)} "
             f"| {_cell(n, 1, 4)} | {_paper(n, 1, 4)} "
-            f"| {_cell(a, 100, 2)} | {_paper(a, 100, 2)} "
-            f"| {_codebook(r, 'codebook_usage', 3)} | {_codebook(r, 'perplexity', 2)} "
-            f"| {r['wall_time_s'] / 60:.1f} min |"
+            f"| {_cell(a, 100, 2)} | {_paper(a, 100, 2)} | {r['wall_time_s'] / 60:.1f} min |"
         )
     coded = [r for r in rows if "codebook_usage" in r]
     if coded:
@@ -137,8 +129,8 @@ def markdown(dataset, rows, info, seeds, wall_time, note=None):
             bits = f"{r['bits_per_image']['mean']:g}" if "bits_per_image" in r else "–"
             recon = (_cell(r["reconstruction_error"], 1, 5)
                      if "reconstruction_error" in r else "–")
-            lines.append(f"| {r['name']} | {bits} | {_cell(r['codebook_usage'], 100, 1)} "
-                         f"| {_cell(r['perplexity'], 1, 1)} | {recon} |")
+            lines.append(f"| {r['name']} | {bits} | {_codebook(r, 'codebook_usage', 100, 1)} "
+                         f"| {_codebook(r, 'perplexity', 1, 1)} | {recon} |")
     extra = [r for r in rows if r["name"] in VARIANTS]
     if extra:
         lines += ["", "Rows below the paper's are not in the paper (each changes one "

@@ -31,8 +31,8 @@ dataset fingerprint for every run and table) and recorded there too
 
 `--models a b` (or `--extra c`) trains and updates only those rows: every other
 row with ledger entries is merged back from the ledger, so a partial rerun never
-drops rows. Codebook usage and perplexity (vq and soft VQ rows) come from the
-ledger; an entry recorded before they were is completed from its saved run when
+drops rows. Codebook usage and perplexity (the rows with codes: vq, soft VQ,
+fsq, lfq, rvq) come from the ledger; an entry recorded before they were is completed from its saved run when
 the run folder is here, else the table says "not recorded".
 
 DATASET takes every form `python -m training.fit` takes (a built-in name, a
@@ -175,7 +175,7 @@ def ledger_seeds(out, dataset, row, args):
 def has_codebook(row):
     """Whether `row`'s bottleneck has a codebook (usage and perplexity apply)."""
     model = VARIANTS[row][0] if row in VARIANTS else row
-    return model in ("vq", "softvq")
+    return model in ("vq", "softvq", "fsq", "lfq", "rvq")
 
 
 def add_codebook_statistics(dataset, row, seed, metrics, data, args):

@@ -329,22 +329,21 @@ def test_codebook_statistics_recomputed_from_the_run_else_not_recorded(small_tab
     rows = {r["name"]: r for r in json.loads((out / "digits.json").read_text())["rows"]}
     assert rows["softvq"]["perplexity"]["values"] == [entry["perplexity"]]
     assert "codebook_usage" not in rows["ae"]  # no codebook
-    assert cells(out, "softvq")[7:9] == [f"{entry['codebook_usage']:.3f}",
-                                          f"{entry['perplexity']:.2f}"]
+    assert code_cells(out, "softvq")[2:4] == [f"{entry['codebook_usage'] * 100:.1f}",
+                                               f"{entry['perplexity']:.1f}"]
 
     del entry["codebook_usage"], entry["perplexity"]
     ledger.write_text(json.dumps(entry))
     shutil.rmtree(out / "runs")
     assert table.main([*_args(out), "--report-only"]) == 0
-    assert cells(out, "softvq")[7:9] == ["not recorded", "not recorded"]
-    assert cells(out, "ae")[7:9] == ["–", "–"]
-    assert cells(out, "softvq")[0] == "softvq"  # the header has the two columns too
-    header = (out / "digits.md").read_text().split("| model |")[1].split("\n")[0]
-    assert "| codebook usage | perplexity |" in header
+    assert code_cells(out, "softvq")[2:4] == ["not recorded", "not recorded"]
+    assert code_cells(out, "ae") is None  # no codes, no row in the codes table
 
 
-def cells(out, row):
-    """The Markdown table's cells of `row` in `out/digits.md`."""
-    line = next(line for line in (out / "digits.md").read_text().splitlines()
-                if line.startswith(f"| {row} |"))
-    return [c.strip() for c in line.strip().strip("|").split("|")]
+def code_cells(out, row):
+    """The cells of `row` in the codes table of `out/digits.md` (None: no such row)."""
+    lines = (out / "digits.md").read_text().split("Codes (", 1)[1].splitlines()
+    assert lines[2] == ("| model | bits / image | codebook usage % | perplexity "
+                        "| reconstruction error |")
+    line = next((line for line in lines if line.startswith(f"| {row} |")), None)
+    return None if line is None else [c.strip() for c in line.strip().strip("|").split("|")]
