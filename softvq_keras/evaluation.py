@@ -64,17 +64,32 @@ def nmi(y_true, clusters):
 class KMeansResult:
     """What `fit_kmeans` returns: scikit-learn's fitted-attribute names.
 
-    Attributes:
+    Attributes (and `predict(x)`, the nearest centroid of each row):
         cluster_centers_: `(n_clusters, D)` float64 centroids.
         labels_: `(N,)` int64 index of each row's nearest centroid.
         inertia_: float, the sum of squared distances of the rows to their
             centroids, computed in float64.
+        n_clusters, n_init: the protocol it was fitted with.
     """
 
-    def __init__(self, cluster_centers, labels, inertia):
+    def __init__(self, cluster_centers, labels, inertia, n_init):
         self.cluster_centers_ = cluster_centers
         self.labels_ = labels
         self.inertia_ = inertia
+        self.n_clusters = len(cluster_centers)
+        self.n_init = n_init
+
+    def predict(self, x):
+        """Index of the nearest centroid (squared Euclidean, float64) of every row of `x`."""
+        return _nearest(np.asarray(x, dtype=np.float64), self.cluster_centers_)
+
+
+def _nearest(x64, centers):
+    distances = (
+        np.sum(x64**2, axis=1, keepdims=True) - 2.0 * x64 @ centers.T
+        + np.sum(centers**2, axis=1)
+    )
+    return np.argmin(distances, axis=1).astype(np.int64)
 
 
 def fit_kmeans(latents, n_clusters=10, n_init=100, seed=0):
@@ -111,13 +126,9 @@ def fit_kmeans(latents, n_clusters=10, n_init=100, seed=0):
     ).fit(x.astype(np.float32))
     centers = fitted.cluster_centers_.astype(np.float64)
     x64 = x.astype(np.float64)
-    distances = (
-        np.sum(x64**2, axis=1, keepdims=True) - 2.0 * x64 @ centers.T
-        + np.sum(centers**2, axis=1)
-    )
-    labels = np.argmin(distances, axis=1).astype(np.int64)
+    labels = _nearest(x64, centers)
     inertia = float(np.sum((x64 - centers[labels]) ** 2))
-    return KMeansResult(centers, labels, inertia)
+    return KMeansResult(centers, labels, inertia, n_init)
 
 
 def probe_schedule(num_train, epochs=20, batch_size=128, min_updates=2000):

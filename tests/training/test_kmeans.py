@@ -33,6 +33,8 @@ def test_inertia_and_accuracy_match_scikit_learn_on_mnist(mnist_latents):
     assert ours.cluster_centers_.shape == (10, 32) and ours.labels_.shape == (6000,)
     assert ours.inertia_ <= 1.001 * ref.inertia_
     assert ours.inertia_ >= 0.99 * ref.inertia_  # a real inertia, not a shortcut
+    np.testing.assert_array_equal(ours.predict(z), ours.labels_)
+    np.testing.assert_array_equal(ours.predict(z[:5]), ref.predict(z[:5].astype(np.float64)))
     gaps = z - ours.cluster_centers_[ours.labels_]
     assert ours.inertia_ == pytest.approx(float(np.sum(gaps.astype(np.float64) ** 2)), rel=1e-9)
     assert abs(cluster_accuracy(y, ours.labels_) - cluster_accuracy(y, ref.labels_)) <= 0.005
