@@ -45,7 +45,8 @@ def test_table_writes_rows_in_paper_order_with_pictures(small_table):
     assert result["machine"]["cpu_cores"] >= 1
     markdown = (small_table / "digits.md").read_text()
     assert "| model | clustering % |" in markdown
-    assert sum(line.startswith("|") for line in markdown.splitlines()) == 5  # header, rule, 3 rows
+    # Header, rule and 3 rows; then the codes table: header, rule and softvq's row.
+    assert sum(line.startswith("|") for line in markdown.splitlines()) == 5 + 3
     for name in ("reconstructions", "latents", "codebook", "metrics"):
         png = small_table / f"digits-{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
