@@ -121,6 +121,7 @@ def test_core_install_has_no_backend_without_an_extra():
              for dep in project["dependencies"]]
     assert names == ["keras", "numpy", "scipy", "scikit-learn", "threadpoolctl"]
     extras = project["optional-dependencies"]
-    assert {"jax", "tensorflow", "torch", "train", "serve", "cuda", "all", "test"} <= set(extras)
-    assert extras["all"] == ["softvq-keras[jax,tensorflow,torch,train,serve]"]
+    assert {"jax", "tensorflow", "torch", "train", "serve", "export", "cuda", "all",
+            "test"} <= set(extras)
+    assert extras["all"] == ["softvq-keras[jax,tensorflow,torch,train,serve,export]"]
     assert "softvq-keras[all]" in extras["test"]
