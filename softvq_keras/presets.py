@@ -68,6 +68,9 @@ _MNIST = dict(
     # The modern quantizers with the paper's code budget (K = 128, 7 bits):
     fsq_levels=(8, 4, 4),  # 128 codes
     lfq_codes=128,  # 7 sign bits
+    # fsq / lfq: standardize the projected latent over the batch before the
+    # bound / sign (without it the MLP's latent drifts and uses one code).
+    latent_norm="batch",
     # Residual VQ: 4 stages of the paper's K each (4 x 7 = 28 bits).
     rvq_stages=4,
     rvq_codes=128,

@@ -73,11 +73,15 @@ def _vq(p, dataset, seed):
 
 
 def _fsq(p, dataset, seed):
-    return FiniteScalarQuantizer(levels=p["fsq_levels"], name="bottleneck")
+    return FiniteScalarQuantizer(
+        levels=p["fsq_levels"], latent_norm=p["latent_norm"], name="bottleneck"
+    )
 
 
 def _lfq(p, dataset, seed):
-    return LookupFreeQuantizer(codebook_size=p["lfq_codes"], name="bottleneck")
+    return LookupFreeQuantizer(
+        codebook_size=p["lfq_codes"], latent_norm=p["latent_norm"], name="bottleneck"
+    )
 
 
 def _rvq(p, dataset, seed):
@@ -148,7 +152,8 @@ def bottleneck_settings(model, dataset, **overrides):
     `latent_noise_stddev` and `variance` are passed to `SoftVectorQuantizer`;
     `codebook_update`, `decay`, `ema_epsilon` and `dead_code_threshold` to vq,
     softvq and rvq (EMA codebook); `rotation_trick` to vq and rvq;
-    `quantizer_dropout` to rvq; `infodropout_weighting` to
+    `quantizer_dropout` to rvq; `latent_norm` (`"batch"` in the presets,
+    `"none"` to turn it off) to fsq and lfq; `infodropout_weighting` to
     `InformationDropout`. A layer option given to a model that does not have
     it is an error.
     """
@@ -173,6 +178,8 @@ def bottleneck_settings(model, dataset, **overrides):
         if model != "rvq":
             raise ValueError(f"num_quantizers applies to rvq only, not {model}.")
         p["rvq_stages"] = overrides.pop("num_quantizers")
+    if "latent_norm" in overrides and model not in ("fsq", "lfq"):
+        raise ValueError(f"latent_norm applies to fsq and lfq only, not {model}.")
     if "beta" in overrides:
         key = {"vae": "vae_beta", "betavae": "betavae_beta"}.get(
             model, "infodropout_beta"

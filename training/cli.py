@@ -137,6 +137,12 @@ def build_parser(presets=None):
         "(Fifty et al. 2024) instead of straight-through (default: off)",
     )
     hp.add_argument(
+        "--latent-norm", choices=("batch", "none"),
+        help="fsq/lfq: 'batch' standardizes each channel of the projected latent over "
+        "the batch before the bound / sign (without it the MLP's latent drifts to one "
+        "code); 'none' is the reference layer (default: batch)",
+    )
+    hp.add_argument(
         "--beta", type=float,
         help=f"KL weight of vae, betavae and infodropout {preset_default}",
     )
@@ -147,10 +153,11 @@ def build_parser(presets=None):
         "(default: per_input)",
     )
     hp.add_argument(
-        "--codebook-init", choices=CODEBOOK_INITS, default="random",
+        "--codebook-init", choices=CODEBOOK_INITS,
         help="vq/softvq/rvq codebook: 'random' (the paper's initializer) or 'kmeans' "
         "(re-initialized after epoch 1 to the K-means centroids of the latents of "
-        f"{CODEBOOK_SAMPLE:,} training inputs) (default: random)",
+        f"{CODEBOOK_SAMPLE:,} training inputs) (default: kmeans for rvq, whose "
+        "stages otherwise collapse to one code on the MLP; random for vq/softvq)",
     )
     hp.add_argument(
         "--dead-code-restarts", action="store_true",

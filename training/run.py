@@ -302,7 +302,7 @@ def _train_and_export(settings, callbacks, presets, backend, plan, data, timer, 
         beta=s.beta, variance=s.variance, codebook_update=s.codebook_update,
         infodropout_weighting=s.infodropout_weighting, weighting=s.softvq_weighting,
         input_shape=info.input_shape, dead_code_threshold=s.dead_code_threshold,
-        rotation_trick=s.rotation_trick or None,
+        rotation_trick=s.rotation_trick or None, latent_norm=s.latent_norm,
         levels=None if s.levels is None else parse_levels(s.levels),
         num_quantizers=s.num_quantizers, quantizer_dropout=s.quantizer_dropout or None,
     )

@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from softvq_keras.layers.base import Quantizer
+from softvq_keras.layers.latent_norm import build_latent_norm, check_latent_norm
 
 
 def round_ste(x):
@@ -39,14 +40,24 @@ class FiniteScalarQuantizer(Quantizer):
     latent size `d` differs from `c`, a `Dense(c)` projects `z` in and a
     `Dense(d)` projects `zhat` out (both with bias). No codebook, no loss.
 
+    With `latent_norm="batch"`, the projected `z` is standardized per channel
+    over the batch before the bound (`BatchNormalization` without scale or
+    shift; moving statistics in inference). Without it, the paper's MLP
+    collapses to one code: its `z` drifts to an offset shared by all samples
+    that saturates the tanh (see `softvq_keras/layers/latent_norm.py`).
+    `make_bottleneck("fsq", ...)` (and `training.fit`) turns it on.
+
     Matches vector-quantize-pytorch 1.32's `FSQ(levels, dim=d)` (outputs and
-    indices; `tests/core/test_reference_parity.py`), with one deliberate
+    indices; `tests/core/test_reference_parity.py`) with `latent_norm=None`
+    (the default here, the reference has no such option), with one deliberate
     difference: a level of 2 is accepted here (the channel then takes the
     values -1 and 0), where the reference asks for `preserve_symmetry`.
 
     Args:
         levels: the number of levels of each channel, each >= 2, e.g.
             `(8, 4, 4)` (128 codes, 7 bits) or `(8, 5, 5, 5)` (1000 codes).
+        latent_norm: None (the reference) or `"batch"`: standardize each
+            channel of the projected `z` over the batch before the bound.
 
     Inputs `[z, features]` (features ignored) or `z`, `z: (batch, d)`.
     Returns `{"output": (batch, d), "indices": (batch,) int32}`.
@@ -67,7 +78,7 @@ class FiniteScalarQuantizer(Quantizer):
         VQ-VAE Made Simple", ICLR 2024 (arXiv 2309.15505).
     """
 
-    def __init__(self, levels, **kwargs):
+    def __init__(self, levels, latent_norm=None, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         levels = [levels] if isinstance(levels, int) else list(levels)
@@ -77,6 +88,8 @@ class FiniteScalarQuantizer(Quantizer):
             )
         self.levels = [int(level) for level in levels]
         self.codebook_size = math.prod(self.levels)
+        self.latent_norm = check_latent_norm(latent_norm)
+        self.norm = None
         self.project_in = None
         self.project_out = None
 
@@ -96,6 +109,7 @@ class FiniteScalarQuantizer(Quantizer):
                 latent_dim, name="project_out", dtype=self.dtype_policy
             )
             self.project_out.build(z_shape[:-1] + (channels,))
+        self.norm = build_latent_norm(self.latent_norm, channels, self.dtype_policy)
 
     def _constants(self):
         levels = ops.convert_to_tensor(self.levels, dtype="float32")
@@ -131,6 +145,8 @@ class FiniteScalarQuantizer(Quantizer):
         z = ops.cast(z, "float32")
         if self.project_in is not None:
             z = self.project_in(z)
+        if self.norm is not None:
+            z = self.norm(z, training=training)
         zhat = self.quantize_latent(z)
         indices = self.codes_to_indices(zhat)
         output = zhat if self.project_out is None else self.project_out(zhat)
@@ -141,4 +157,8 @@ class FiniteScalarQuantizer(Quantizer):
         return codes if self.project_out is None else self.project_out(codes)
 
     def get_config(self):
-        return {**super().get_config(), "levels": list(self.levels)}
+        return {
+            **super().get_config(),
+            "levels": list(self.levels),
+            "latent_norm": self.latent_norm,
+        }

@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from softvq_keras.layers.base import Quantizer, per_sample_mean
+from softvq_keras.layers.latent_norm import build_latent_norm, check_latent_norm
 
 #: Largest codebook whose entropy loss is computed exactly (a (batch, K) softmax).
 MAX_EXACT_ENTROPY_CODES = 2**16
@@ -45,6 +46,15 @@ class LookupFreeQuantizer(Quantizer):
     commitment weight defaults to 0.25 (the reference's to 0), and the loss
     terms are computed in inference too (the reference returns 0 outside
     training; they are deterministic, and the evaluation reports them).
+    The parity holds with `latent_norm=None` (the default here).
+
+    With `latent_norm="batch"`, the projected `z` is standardized per channel
+    over the batch (`BatchNormalization` without scale or shift; moving
+    statistics in inference) before the sign, the losses and the
+    straight-through output. Without it, the paper's MLP uses one code (its
+    `z` drifts to one shared sign pattern; see
+    `softvq_keras/layers/latent_norm.py`). `make_bottleneck("lfq", ...)` (and
+    `training.fit`) turns it on.
 
     Args:
         codebook_size: K, a power of two >= 2 (`c = log2 K` bits per code).
@@ -53,6 +63,8 @@ class LookupFreeQuantizer(Quantizer):
         diversity_gamma: weight of the batch entropy in the entropy term (1).
         inverse_temperature: tau of the soft assignment (100).
         codebook_scale: s, the magnitude of the code values (1).
+        latent_norm: None (the reference) or `"batch"`: standardize each
+            channel of the projected `z` over the batch before the sign.
 
     Inputs `[z, features]` (features ignored) or `z`, `z: (batch, d)`.
     Returns `{"output": (batch, d), "entropy_loss": (batch,),
@@ -84,6 +96,7 @@ class LookupFreeQuantizer(Quantizer):
         diversity_gamma=1.0,
         inverse_temperature=100.0,
         codebook_scale=1.0,
+        latent_norm=None,
         **kwargs,
     ):
         kwargs.setdefault("dtype", "float32")
@@ -107,6 +120,8 @@ class LookupFreeQuantizer(Quantizer):
         self.diversity_gamma = float(diversity_gamma)
         self.inverse_temperature = float(inverse_temperature)
         self.codebook_scale = float(codebook_scale)
+        self.latent_norm = check_latent_norm(latent_norm)
+        self.norm = None
         self.project_in = None
         self.project_out = None
 
@@ -126,6 +141,7 @@ class LookupFreeQuantizer(Quantizer):
                 latent_dim, name="project_out", dtype=self.dtype_policy
             )
             self.project_out.build(z_shape[:-1] + (self.bits,))
+        self.norm = build_latent_norm(self.latent_norm, self.bits, self.dtype_policy)
 
     def _mask(self):
         return ops.convert_to_tensor(
@@ -150,6 +166,8 @@ class LookupFreeQuantizer(Quantizer):
         z = ops.cast(z, "float32")
         if self.project_in is not None:
             z = self.project_in(z)
+        if self.norm is not None:
+            z = self.norm(z, training=training)
         positive = z > 0
         zhat = ops.where(positive, self.codebook_scale, -self.codebook_scale)
         indices = ops.sum(ops.cast(positive, "int32") * self._mask(), axis=-1)
@@ -183,4 +201,5 @@ class LookupFreeQuantizer(Quantizer):
             "diversity_gamma": self.diversity_gamma,
             "inverse_temperature": self.inverse_temperature,
             "codebook_scale": self.codebook_scale,
+            "latent_norm": self.latent_norm,
         }

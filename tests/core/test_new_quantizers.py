@@ -115,3 +115,29 @@ def test_rvq_config_round_trip_and_stage_options():
     assert [s.seed for s in layer.stages] == [5, 6]
     clone = ResidualVectorQuantizer.from_config(layer.get_config())
     assert clone.get_config() == layer.get_config()
+
+
+def test_latent_norm_batch_spreads_a_latent_with_a_shared_offset():
+    # The paper's MLP drifts z to an offset shared by all samples (about -15 on
+    # digits): the reference layer then gives every sample the same code.
+    rng = np.random.default_rng(0)
+    z = (-15.0 + 0.5 * rng.normal(size=(256, 3))).astype("float32")
+    for make in (lambda norm: FiniteScalarQuantizer((8, 4, 4), latent_norm=norm),
+                 lambda norm: LookupFreeQuantizer(8, latent_norm=norm)):
+        assert len(np.unique(to_numpy(make(None)(z, training=True))["indices"])) == 1
+        layer = make("batch")
+        used = np.unique(to_numpy(layer(z, training=True))["indices"])
+        assert len(used) >= 6, used
+        mean = to_numpy(layer.norm.moving_mean)
+        np.testing.assert_allclose(mean, 0.1 * z.mean(axis=0), rtol=1e-4)  # momentum 0.9
+
+
+def test_latent_norm_config_round_trip_and_bad_value():
+    for layer in (FiniteScalarQuantizer((8, 4), latent_norm="batch"),
+                  LookupFreeQuantizer(16, latent_norm="batch")):
+        layer(latents(dim=6))
+        clone = type(layer).from_config(layer.get_config())
+        assert clone.latent_norm == "batch" and layer.get_config()["latent_norm"] == "batch"
+    assert FiniteScalarQuantizer((8, 4), latent_norm="none").latent_norm is None
+    with pytest.raises(ValueError, match="latent_norm must be None or 'batch'; got 'layer'"):
+        LookupFreeQuantizer(16, latent_norm="layer")

@@ -47,6 +47,8 @@ def run_cli(capsys, *argv):
         (["digits", "vq", "--num-quantizers", "2"], "--num-quantizers applies to rvq only, not vq"),
         (["digits", "vq", "--quantizer-dropout"], "--quantizer-dropout applies to rvq only, not vq"),
         (["digits", "softvq", "--rotation-trick"], "--rotation-trick applies to vq and rvq only, not softvq"),
+        (["digits", "vq", "--latent-norm", "batch"], "--latent-norm applies to fsq and lfq only, not vq"),
+        (["digits", "fsq", "--latent-norm", "layer"], "argument --latent-norm: invalid choice"),
         (["digits", "vq", "--dead-code-threshold", "0.1"], "--dead-code-threshold needs --codebook-update ema"),
         (["digits", "fsq", "--codebook-update", "ema"], "--codebook-update applies to vq, softvq, rvq only, not fsq"),
         (["digits", "softvq", "--beta", "2"], "--beta applies to vae, betavae, infodropout only"),
