@@ -21,7 +21,8 @@ def test_fsq_and_lfq_use_their_codes_on_digits(tmp_path, model):
     config = json.loads((folder / "config.json").read_text())
     assert config["bottleneck"]["latent_norm"] == "batch"
     assert metrics["codes_per_stage"] == [32]
-    # Measured (2 epochs, seed 0): see the report; the reference layer uses 1 of 32.
+    # Measured (2 epochs, seed 0): fsq 31 of 32 codes (perplexity 24.4), lfq 24
+    # (16.5); with latent_norm="none" (the reference layer) 1 code.
     assert metrics["codebook_usage"] >= 0.5, metrics["codebook_usage"]
     assert metrics["perplexity"] >= 10.0, metrics["perplexity"]
 
