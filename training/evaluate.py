@@ -29,12 +29,12 @@ import logging
 import os
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from training import artifacts
+from training.scores import PhaseTimer, single_threaded
 
 #: What `evaluate_run` needs in the run folder (a run without labels: no classifier).
 REQUIRED_FILES = (
@@ -57,46 +57,6 @@ def required_files(config):
         return REQUIRED_FILES
     return tuple(name for name in REQUIRED_FILES if name != artifacts.CLASSIFIER)
 PREDICT_BATCH = 1024
-
-
-class PhaseTimer:
-    """Accumulates wall-clock seconds per named phase.
-
-    With `say` (e.g. `print`), a phase given a description prints one line:
-    the description when it starts (so that a long K-means does not look like
-    a hang) and its seconds when it ends.
-    """
-
-    def __init__(self, seconds=None, say=None):
-        self.seconds = dict(seconds or {})
-        self.say = say
-
-    @contextmanager
-    def phase(self, name, what=None):
-        start = time.perf_counter()
-        if what and self.say:
-            self.say(f"{what} ...", end="", flush=True)
-        try:
-            yield
-        finally:
-            elapsed = time.perf_counter() - start
-            self.seconds[name] = self.seconds.get(name, 0.0) + elapsed
-            if what and self.say:
-                self.say(f" {elapsed:.1f} s", flush=True)
-
-
-@contextmanager
-def single_threaded():
-    """Run scikit-learn's K-means on one OpenMP/BLAS thread.
-
-    Measured on the shared 2-core machine (load ~4): K-means x100 on 1,500
-    points took 12.4 s with the default 2 OpenMP threads (busy-waiting against
-    the other processes) and 0.35 s with one.
-    """
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1):
-        yield
 
 
 def nearest_centroid(latents, centroids):
@@ -130,27 +90,6 @@ def _codes_per_stage(autoencoder):
     return None
 
 
-def representation_scores(z_train, y_train, z_test, y_test, *, kmeans_init, probe_epochs, seed,
-                          timer, n_clusters=10, num_classes=10, what=None):
-    """The paper's three numbers for a representation, its probe trained here.
-
-    Used for the raw-pixel row; a trained run's own latents use the stored
-    centroids and classifier instead (see `evaluate_run`).
-    """
-    from softvq_keras import evaluation
-
-    with timer.phase("raw", what):
-        with single_threaded():
-            scores = evaluation.clustering_scores(
-                z_test, y_test, n_clusters=n_clusters, n_init=kmeans_init, seed=seed
-            )
-        _, scores["classification_accuracy"] = evaluation.linear_probe(
-            z_train, y_train, z_test, y_test, epochs=probe_epochs, seed=seed,
-            num_classes=num_classes,
-        )
-    return scores
-
-
 def autoencoder_statistics(autoencoder, data, split="test"):
     """Reconstruction error (mean squared error per scaled pixel) and, for
     the quantizers, codebook usage and perplexity of the `indices` (distinct
@@ -175,10 +114,6 @@ def autoencoder_statistics(autoencoder, data, split="test"):
         stats["codes_per_stage"] = list(codes_per_stage)
         stats["bits_per_image"] = float(sum(np.log2(k) for k in codes_per_stage))
     return stats
-
-
-def _flat(images):
-    return images.reshape(len(images), -1)
 
 
 def final_losses(history):

@@ -115,7 +115,7 @@ def raw_scores(data, *, kmeans_init, probe_epochs, timer=None, announce=False,
     tells where a cached row was read from.
     """
     from training.data import RAW_SAMPLE
-    from training.evaluate import PhaseTimer, _flat, representation_scores
+    from training.scores import PhaseTimer, flat_images, representation_scores
     from training.settings import run_name
 
     n_clusters = int(data.info.num_classes or 10)
@@ -142,7 +142,7 @@ def raw_scores(data, *, kmeans_init, probe_epochs, timer=None, announce=False,
     what = (f"Raw-pixel baseline on {len(x_tr):,} training and {len(x_te):,} test images"
             + ("" if whole_tr and whole_te else " (a seeded sample)")) if announce else None
     scores = representation_scores(
-        _flat(x_tr), y_tr, _flat(x_te), y_te, kmeans_init=kmeans_init,
+        flat_images(x_tr), y_tr, flat_images(x_te), y_te, kmeans_init=kmeans_init,
         probe_epochs=probe_epochs, seed=RAW_SEED, timer=timer, n_clusters=n_clusters,
         num_classes=n_clusters, what=what,
     )

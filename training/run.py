@@ -22,7 +22,8 @@ from training import artifacts, checkpoint, distribution
 from training.callbacks import codebook_callbacks, run_callbacks
 from training.data import data_kind, import_tensorflow, open_data, source_options
 from training.data import training_pipeline  # noqa: F401  (re-exported)
-from training.evaluate import PhaseTimer, evaluate_run, single_threaded
+from training.evaluate import evaluate_run
+from training.scores import PhaseTimer, single_threaded
 from training.settings import (
     ADAM_EPSILON,
     BOTTLENECK_DEFAULTS,

@@ -189,7 +189,7 @@ def test_bad_data_stops_with_one_line_and_exit_code_2_before_writing(tmp_path, c
 def test_mnist_as_png_folders_gives_the_npz_raw_row(shared_data_dir, tmp_path):
     """The same 600 + 200 MNIST images as PNG files by class and in an .npz file."""
     from training.data import open_data
-    from training.evaluate import PhaseTimer, _flat, representation_scores
+    from training.scores import PhaseTimer, flat_images, representation_scores
 
     with np.load(shared_data_dir / "mnist.npz") as d:
         arrays = {"x_train": d["x_train"][:600], "y_train": d["y_train"][:600],
@@ -205,7 +205,7 @@ def test_mnist_as_png_folders_gives_the_npz_raw_row(shared_data_dir, tmp_path):
         samples = [data.raw_sample(split) for split in ("train", "test")]
         assert all(whole for _, _, whole in samples)
         rows.append((samples, representation_scores(
-            _flat(samples[0][0]), samples[0][1], _flat(samples[1][0]), samples[1][1],
+            flat_images(samples[0][0]), samples[0][1], flat_images(samples[1][0]), samples[1][1],
             kmeans_init=2, probe_epochs=2, seed=0, timer=PhaseTimer())))
     (npz_samples, npz_row), (png_samples, png_row) = rows
     for (x_a, y_a, _), (x_b, y_b, _) in zip(npz_samples, png_samples):
