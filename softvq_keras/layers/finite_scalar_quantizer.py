@@ -5,8 +5,7 @@ import math
 import keras
 from keras import ops
 
-from softvq_keras.layers.base import Quantizer
-from softvq_keras.layers.latent_norm import build_latent_norm, check_latent_norm
+from softvq_keras.layers.implicit_codebook import ImplicitCodebookQuantizer
 
 
 def round_ste(x):
@@ -24,7 +23,7 @@ def mixed_radix_basis(levels):
 
 
 @keras.saving.register_keras_serializable(package="softvq")
-class FiniteScalarQuantizer(Quantizer):
+class FiniteScalarQuantizer(ImplicitCodebookQuantizer):
     """Finite scalar quantization: round each bounded channel to a few levels.
 
     Channel `i` (of `c = len(levels)`) takes `L_i` values; the codebook is
@@ -80,7 +79,7 @@ class FiniteScalarQuantizer(Quantizer):
 
     def __init__(self, levels, latent_norm=None, **kwargs):
         kwargs.setdefault("dtype", "float32")
-        super().__init__(**kwargs)
+        super().__init__(latent_norm=latent_norm, **kwargs)
         levels = [levels] if isinstance(levels, int) else list(levels)
         if not levels or any(int(level) != level or level < 2 for level in levels):
             raise ValueError(
@@ -88,28 +87,10 @@ class FiniteScalarQuantizer(Quantizer):
             )
         self.levels = [int(level) for level in levels]
         self.codebook_size = math.prod(self.levels)
-        self.latent_norm = check_latent_norm(latent_norm)
-        self.norm = None
-        self.project_in = None
-        self.project_out = None
 
     @property
-    def codes_per_stage(self):
-        return [self.codebook_size]
-
-    def build(self, input_shape):
-        z_shape, _ = self._shapes(input_shape)
-        latent_dim, channels = z_shape[-1], len(self.levels)
-        if latent_dim != channels:
-            self.project_in = keras.layers.Dense(
-                channels, name="project_in", dtype=self.dtype_policy
-            )
-            self.project_in.build(z_shape)
-            self.project_out = keras.layers.Dense(
-                latent_dim, name="project_out", dtype=self.dtype_policy
-            )
-            self.project_out.build(z_shape[:-1] + (channels,))
-        self.norm = build_latent_norm(self.latent_norm, channels, self.dtype_policy)
+    def code_channels(self):
+        return len(self.levels)
 
     def _constants(self):
         levels = ops.convert_to_tensor(self.levels, dtype="float32")
@@ -141,24 +122,9 @@ class FiniteScalarQuantizer(Quantizer):
         return (ops.cast(level_index, "float32") - half_width) / half_width
 
     def call(self, inputs, training=None):
-        z, _ = self._split(inputs)
-        z = ops.cast(z, "float32")
-        if self.project_in is not None:
-            z = self.project_in(z)
-        if self.norm is not None:
-            z = self.norm(z, training=training)
-        zhat = self.quantize_latent(z)
+        zhat = self.quantize_latent(self.to_code_space(inputs, training))
         indices = self.codes_to_indices(zhat)
-        output = zhat if self.project_out is None else self.project_out(zhat)
-        return {"output": output, "indices": indices}
-
-    def decode_indices(self, indices):
-        codes = self.indices_to_codes(indices)
-        return codes if self.project_out is None else self.project_out(codes)
+        return {"output": self.from_code_space(zhat), "indices": indices}
 
     def get_config(self):
-        return {
-            **super().get_config(),
-            "levels": list(self.levels),
-            "latent_norm": self.latent_norm,
-        }
+        return {**super().get_config(), "levels": list(self.levels)}

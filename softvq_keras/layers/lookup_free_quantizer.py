@@ -5,8 +5,8 @@ import math
 import keras
 from keras import ops
 
-from softvq_keras.layers.base import Quantizer, per_sample_mean
-from softvq_keras.layers.latent_norm import build_latent_norm, check_latent_norm
+from softvq_keras.layers.base import per_sample_mean
+from softvq_keras.layers.implicit_codebook import ImplicitCodebookQuantizer
 
 #: Largest codebook whose entropy loss is computed exactly (a (batch, K) softmax).
 MAX_EXACT_ENTROPY_CODES = 2**16
@@ -18,7 +18,7 @@ def _entropy(probs):
 
 
 @keras.saving.register_keras_serializable(package="softvq")
-class LookupFreeQuantizer(Quantizer):
+class LookupFreeQuantizer(ImplicitCodebookQuantizer):
     """Lookup-free quantization: the sign of each channel, `K = 2^c` codes.
 
     With `c = log2(codebook_size)` channels (a `Dense(c)` in and a `Dense(d)`
@@ -100,7 +100,7 @@ class LookupFreeQuantizer(Quantizer):
         **kwargs,
     ):
         kwargs.setdefault("dtype", "float32")
-        super().__init__(**kwargs)
+        super().__init__(latent_norm=latent_norm, **kwargs)
         size = int(codebook_size)
         if size != codebook_size or size < 2 or size & (size - 1):
             raise ValueError(
@@ -120,28 +120,10 @@ class LookupFreeQuantizer(Quantizer):
         self.diversity_gamma = float(diversity_gamma)
         self.inverse_temperature = float(inverse_temperature)
         self.codebook_scale = float(codebook_scale)
-        self.latent_norm = check_latent_norm(latent_norm)
-        self.norm = None
-        self.project_in = None
-        self.project_out = None
 
     @property
-    def codes_per_stage(self):
-        return [self.codebook_size]
-
-    def build(self, input_shape):
-        z_shape, _ = self._shapes(input_shape)
-        latent_dim = z_shape[-1]
-        if latent_dim != self.bits:
-            self.project_in = keras.layers.Dense(
-                self.bits, name="project_in", dtype=self.dtype_policy
-            )
-            self.project_in.build(z_shape)
-            self.project_out = keras.layers.Dense(
-                latent_dim, name="project_out", dtype=self.dtype_policy
-            )
-            self.project_out.build(z_shape[:-1] + (self.bits,))
-        self.norm = build_latent_norm(self.latent_norm, self.bits, self.dtype_policy)
+    def code_channels(self):
+        return self.bits
 
     def _mask(self):
         return ops.convert_to_tensor(
@@ -162,12 +144,7 @@ class LookupFreeQuantizer(Quantizer):
         return _entropy(probs), _entropy(ops.mean(probs, axis=0))
 
     def call(self, inputs, training=None):
-        z, _ = self._split(inputs)
-        z = ops.cast(z, "float32")
-        if self.project_in is not None:
-            z = self.project_in(z)
-        if self.norm is not None:
-            z = self.norm(z, training=training)
+        z = self.to_code_space(inputs, training)
         positive = z > 0
         zhat = ops.where(positive, self.codebook_scale, -self.codebook_scale)
         indices = ops.sum(ops.cast(positive, "int32") * self._mask(), axis=-1)
@@ -178,19 +155,12 @@ class LookupFreeQuantizer(Quantizer):
             self.entropy_loss_weight * ops.mean(entropy)
             + self.commitment_cost * ops.mean(commitment)
         )
-        output = z + ops.stop_gradient(zhat - z)
-        if self.project_out is not None:
-            output = self.project_out(output)
         return {
-            "output": output,
+            "output": self.from_code_space(z + ops.stop_gradient(zhat - z)),
             "entropy_loss": entropy,
             "commitment_loss": commitment,
             "indices": indices,
         }
-
-    def decode_indices(self, indices):
-        codes = self.indices_to_codes(indices)
-        return codes if self.project_out is None else self.project_out(codes)
 
     def get_config(self):
         return {
@@ -201,5 +171,4 @@ class LookupFreeQuantizer(Quantizer):
             "diversity_gamma": self.diversity_gamma,
             "inverse_temperature": self.inverse_temperature,
             "codebook_scale": self.codebook_scale,
-            "latent_norm": self.latent_norm,
         }
