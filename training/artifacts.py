@@ -5,6 +5,7 @@ Every writer puts the data in a temporary name inside the run folder and then
 here imports Keras: a model is saved through its own `save` / `export`.
 """
 
+import hashlib
 import json
 import os
 import shutil
@@ -145,3 +146,12 @@ def missing_files(run_dir):
 def remove_checkpoint(run_dir):
     """Delete `checkpoint/`: the run is finished (its metrics.json is written)."""
     shutil.rmtree(Path(run_dir) / CHECKPOINT, ignore_errors=True)
+
+
+def file_sha256(path):
+    """The SHA-256 hex digest of the file at `path`, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -6,7 +6,6 @@ adds `formats` and `files`. `old_entries` finds the formats of an earlier export
 the same `.keras` files, which a new export keeps; `describe` prints the files.
 """
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -31,14 +30,6 @@ def file_size(path):
     return path.stat().st_size
 
 
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def manifest_base(run_dir, config, formats, n_checked):
     """The manifest's run description (everything but the formats and files)."""
     run_dir = Path(run_dir)
@@ -52,7 +43,7 @@ def manifest_base(run_dir, config, formats, n_checked):
         "manifest_version": MANIFEST_VERSION,
         "run": {"dataset": config.get("dataset"), "model": config.get("model"),
                 "backend": config.get("backend"), "epochs": config.get("epochs")},
-        "source_sha256": {name: _sha256(run_dir / name) for name in
+        "source_sha256": {name: artifacts.file_sha256(run_dir / name) for name in
                           (artifacts.ENCODER, artifacts.CLASSIFIER, artifacts.AUTOENCODER)
                           if (run_dir / name).is_file()},
         "input": {

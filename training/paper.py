@@ -1,5 +1,7 @@
 """The paper's published Table 1 / 2 numbers and notes on our copies of the data."""
 
+from training import artifacts
+
 #: The paper's numbers (fractions; NMI is not published for SVHN / CIFAR-10).
 PAPER = {
     "mnist": {
@@ -39,17 +41,6 @@ DATA_NOTES = {
 }
 
 
-def file_sha256(path):
-    """The SHA-256 hex digest of the file at `path`, read in 1 MiB blocks."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def data_note(source):
     """The `DATA_NOTES` entry of the data file `source` (a path), or None (not a
     file, or not a copy with a note: e.g. CIFAR-10 as tensorflow-datasets gives it)."""
@@ -58,4 +49,4 @@ def data_note(source):
     path = Path(source or "")
     if not source or not path.is_file() or path.suffix != ".npz":
         return None
-    return DATA_NOTES.get(file_sha256(path))
+    return DATA_NOTES.get(artifacts.file_sha256(path))
