@@ -7,16 +7,19 @@ latents (`--run-dir`). Data come from `--data-dir` (default $SOFTVQ_DATA_DIR);
 without it, scikit-learn's bundled digits stand in.
 
 For each input it prints, in one run, the seconds of scikit-learn's default
-KMeans (float64 Lloyd) on one thread and on all threads, of
-`softvq_keras.evaluation.fit_kmeans` on one thread (as training runs it) and on
-all threads, the ratio of scikit-learn's best to fit_kmeans' best, and the
-inertia ratio; then the softmax probe's seconds. `--repeats` repeats the whole
+KMeans (float64 Lloyd) on one thread and on all threads, of its Elkan variant on
+float32 (what fit_kmeans ran before; one thread), of
+`softvq_keras.evaluation.fit_kmeans` (numba, backend-independent) on one
+thread and on all threads (as training runs it), the ratio of scikit-learn's
+best to fit_kmeans' best, and the inertia ratio; then the softmax probe's
+seconds. `--repeats` repeats the whole
 comparison (the machine may be shared: compare ratios measured together).
 
     python benchmarks/evaluation.py --n-init 100 --repeats 2
 """
 
 import argparse
+import functools
 import os
 import time
 
@@ -74,19 +77,24 @@ def compare(name, z, y, n_init, threads):
 
     print(f"\n{name}: {z.shape[0]:,} x {z.shape[1]}, K-means x{n_init}", flush=True)
     rows = {}
-    for label, fn in (
-        ("scikit-learn KMeans (float64 Lloyd)", lambda: KMeans(
-            10, n_init=n_init, random_state=0).fit(np.asarray(z, np.float64))),
-        ("fit_kmeans", lambda: fit_kmeans(z, 10, n_init=n_init, seed=0)),
+    for label, fn, settings in (
+        ("scikit-learn KMeans (float64 Lloyd)", lambda t: KMeans(
+            10, n_init=n_init, random_state=0).fit(np.asarray(z, np.float64)), (1, threads)),
+        ("scikit-learn KMeans (float32 Elkan)", lambda t: KMeans(
+            10, n_init=n_init, random_state=0, algorithm="elkan").fit(
+                np.asarray(z, np.float32)), (1,)),
+        ("fit_kmeans", lambda t: fit_kmeans(z, 10, n_init=n_init, seed=0, n_threads=t),
+         (1, threads)),
     ):
-        for t in (1, threads):
+        for t in settings:
             with threadpool_limits(limits=t):
-                seconds, km = timed(fn)
+                seconds, km = timed(functools.partial(fn, t))
             rows[(label, t)] = (seconds, km)
             print(f"  {label:38s} {t} thread{'s' if t > 1 else ' '}: {seconds:7.2f} s  "
                   f"inertia {km.inertia_:.7g}  accuracy {cluster_accuracy(y, km.labels_):.4f}",
                   flush=True)
-    ref = min((v for k, v in rows.items() if k[0].startswith("scikit")), key=lambda v: v[0])
+    ref = min((v for k, v in rows.items() if k[0].startswith("scikit-learn KMeans (float64")),
+              key=lambda v: v[0])
     new = min((v for k, v in rows.items() if k[0] == "fit_kmeans"), key=lambda v: v[0])
     print(f"  => fit_kmeans {ref[0] / new[0]:.2f}x faster than scikit-learn's best thread "
           f"setting; inertia ratio {new[1].inertia_ / ref[1].inertia_:.6f}", flush=True)
@@ -106,6 +114,11 @@ def main():
     threads = os.cpu_count() or 1
     print(f"cpus {threads}, load average {os.getloadavg()[0]:.1f}")
     data = inputs(args.data_dir, args.run_dir)
+    from softvq_keras.evaluation import fit_kmeans
+
+    seconds, _ = timed(lambda: fit_kmeans(data[0][1][:200], 10, n_init=2))
+    print(f"fit_kmeans' first call (numba compiles, or loads its disk cache): {seconds:.1f} s; "
+          "not counted below")
     for repeat in range(args.repeats):
         print(f"\n=== repeat {repeat + 1} of {args.repeats}")
         for name, z, y in data:

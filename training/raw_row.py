@@ -31,7 +31,8 @@ from pathlib import Path
 from training import artifacts
 
 #: Version of the raw row's computation (K-means implementation, probe).
-PROTOCOL = "raw-row-v2: fit_kmeans (k-means++, Lloyd, lowest inertia), linear_probe, seed 0"
+PROTOCOL = ("raw-row-v3: fit_kmeans (numba k-means++, exact Lloyd, lowest inertia), "
+            "linear_probe, seed 0")
 #: The seed of the raw row's sample, K-means and probe, whatever the run's seed.
 RAW_SEED = 0
 
