@@ -113,6 +113,8 @@ def test_without_numba_it_falls_back_to_scikit_learn(mnist_latents, monkeypatch)
     z = z[:2000]
     monkeypatch.setattr(kmeans, "_KERNELS", None)
     monkeypatch.setitem(sys.modules, "numba", None)
+    monkeypatch.setitem(sys.modules, "softvq_keras.kmeans_kernels", None)
+    monkeypatch.delattr(sys.modules["softvq_keras"], "kmeans_kernels", raising=False)
     monkeypatch.setattr(evaluation, "_WARNED", [])
     with pytest.warns(UserWarning, match="numba is not installed"):
         without = fit_kmeans(z, 10, n_init=4, seed=0)
