@@ -1,7 +1,7 @@
 """Timing and scoring pieces shared by a run's evaluation and the raw-pixel row.
 
 `PhaseTimer` (seconds per named phase, one line per long phase),
-`single_threaded` (scikit-learn's K-means on one thread), and
+`single_threaded` (OpenMP/BLAS on one thread around the K-means), and
 `representation_scores`: the paper's three numbers (clustering accuracy, NMI,
 linear-probe accuracy) for any representation. `training.evaluate` and
 `training.raw_row` both use them; this module imports neither.
@@ -39,11 +39,15 @@ class PhaseTimer:
 
 @contextmanager
 def single_threaded():
-    """Run scikit-learn's K-means on one OpenMP/BLAS thread.
+    """OpenMP/BLAS on one thread around the K-means and its label passes.
 
-    Measured on the shared 2-core machine (load ~4): K-means x100 on 1,500
-    points took 12.4 s with the default 2 OpenMP threads (busy-waiting against
-    the other processes) and 0.35 s with one.
+    OpenMP threads busy-wait against other processes on a shared CPU:
+    measured on the 2-core machine (load ~4), scikit-learn's K-means x100 on
+    1,500 points took 12.4 s with its default 2 threads and 0.35 s with one.
+    `fit_kmeans` itself shares its restarts among the cores on its own thread
+    pool (no busy-waiting, unaffected by this limit); what stays under the
+    limit is NumPy's float64 label and inertia pass, and scikit-learn's
+    KMeans when numba is missing.
     """
     from threadpoolctl import threadpool_limits
 
