@@ -102,7 +102,8 @@ def _warn_no_numba():
         import warnings
 
         warnings.warn("numba is not installed: fit_kmeans runs scikit-learn's Elkan KMeans "
-                      "(slower); pip install numba", stacklevel=3)
+                      "(3-5x slower); pip install 'softvq-keras[train]' (or numba)",
+                      stacklevel=3)
 
 
 def fit_kmeans(latents, n_clusters=10, n_init=100, seed=0, n_threads=None):
@@ -117,8 +118,9 @@ def fit_kmeans(latents, n_clusters=10, n_init=100, seed=0, n_threads=None):
     `n_threads` threads (`softvq_keras.kmeans`). Side by side on this
     project's 2-core CPU it is 4-7x faster than scikit-learn's KMeans at its
     best thread count, at the same inertia (`benchmarks/evaluation.py`,
-    docs/RESULTS.md). Without numba it falls back to scikit-learn's Elkan
-    KMeans on float32 (about half as fast again), with a warning.
+    docs/RESULTS.md). numba comes with the `train` extra; without it this
+    falls back to scikit-learn's Elkan KMeans on float32 (3-5x slower), with
+    a warning.
 
     Deterministic for a given `seed`, whatever `n_threads`. The returned
     inertia and labels are recomputed in float64 from the centroids.
