@@ -121,3 +121,18 @@ def test_without_numba_it_falls_back_to_scikit_learn(mnist_latents, monkeypatch)
     ref = KMeans(10, n_init=4, random_state=0, algorithm="elkan").fit(z.astype(np.float32))
     np.testing.assert_allclose(without.cluster_centers_, ref.cluster_centers_, rtol=1e-6)
     assert without.inertia_ == pytest.approx(ref.inertia_, rel=1e-5)
+
+
+@pytest.mark.parametrize("n_clusters", [1, 2])
+def test_one_dimension_and_a_single_cluster(n_clusters):
+    """K = 1: the centroid is the mean. D = 1, K = 2 on two clumps: their means."""
+    rng = np.random.default_rng(0)
+    z = np.concatenate([rng.normal(-5.0, 0.1, 300), rng.normal(5.0, 0.1, 200)])[:, None]
+    km = fit_kmeans(z, n_clusters, n_init=3, seed=0)
+    if n_clusters == 1:
+        np.testing.assert_allclose(km.cluster_centers_, [[z.mean()]], atol=1e-5)
+        assert km.inertia_ == pytest.approx(float(np.sum((z - z.mean()) ** 2)), rel=1e-6)
+    else:
+        centers = np.sort(km.cluster_centers_[:, 0])
+        np.testing.assert_allclose(centers, [z[:300].mean(), z[300:].mean()], atol=1e-5)
+        assert np.bincount(km.labels_).tolist() in ([300, 200], [200, 300])
