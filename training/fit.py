@@ -61,6 +61,7 @@ Where each concern lives (this module only re-exports them):
 
 import sys
 
+from training.backend_choice import choose_backend
 from training.cli import build_parser, main
 from training.run import run, run_config, train_and_export, training_pipeline
 from training.settings import (
@@ -82,7 +83,6 @@ from training.settings import (
     FitSettings,
     TrainingDiverged,
     UsageError,
-    choose_backend,
     epochs_for_steps,
     fit_verbosity,
     load_presets,

@@ -19,9 +19,15 @@ import time
 import numpy as np
 
 from training import artifacts, checkpoint, distribution
+from training.backend_choice import choose_backend
 from training.callbacks import codebook_callbacks, run_callbacks
-from training.data import data_kind, import_tensorflow, open_data, source_options
-from training.data import training_pipeline  # noqa: F401  (re-exported)
+from training.data import (
+    data_kind,
+    import_tensorflow,
+    open_data,
+    source_options,
+    training_pipeline,  # noqa: F401  (re-exported)
+)
 from training.evaluate import evaluate_run
 from training.scores import PhaseTimer, single_threaded
 from training.settings import (
@@ -35,7 +41,6 @@ from training.settings import (
     UsageError,
     check_run_dir,
     check_settings,
-    choose_backend,
     epochs_for_steps,
     fit_verbosity,
     load_presets,

@@ -3,12 +3,11 @@
 `FitSettings` (every option of `python -m training.fit` / `training.fit.run`),
 the constants they are checked against, the presets (`softvq_keras.presets`,
 which imports no Keras), the validation of settings and run folder
-(`UsageError`, exit code 2) and the choice of the Keras backend, which must
-happen before Keras is imported: nothing here imports Keras.
+(`UsageError`, exit code 2), all made before Keras is imported: nothing here
+imports Keras. The backend itself is chosen in `training.backend_choice`.
 """
 
 import math
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -371,47 +370,3 @@ def check_run_dir(s):
              f"nothing to resume in {str(run_dir)!r}: it has no {artifacts.CONFIG}")
     require(not finished,
              f"nothing to resume in {str(run_dir)!r}: the run finished; pass --overwrite to train again")
-
-
-def gpu_visible():
-    """Whether an NVIDIA GPU is visible to this process (read without importing a backend)."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES", "unset").strip() in ("", "-1"):
-        return False
-    gpus = Path("/proc/driver/nvidia/gpus")
-    return gpus.is_dir() and any(gpus.iterdir())
-
-
-def default_backend(architecture):
-    """The backend when neither --backend nor KERAS_BACKEND is set.
-
-    On a CPU, the fastest measured here for the architecture (DEFAULT_BACKEND:
-    JAX for the MLP, TensorFlow for the CNN). With a GPU visible, or several
-    processes (KERAS_DISTRIBUTION_NUM_PROCESSES), JAX: the backend that trains on
-    several devices (training.distribution); the CPU figures say nothing of GPUs.
-    """
-    if gpu_visible() or os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES"):
-        return "jax"
-    return DEFAULT_BACKEND[architecture]
-
-
-def choose_backend(s, presets, architecture=None):
-    """Set `KERAS_BACKEND` (before Keras is imported) and return its name.
-
-    `architecture` is the data's (`SourceInfo.architecture`); default: the
-    built-in dataset's.
-    """
-    requested = s.backend or os.environ.get("KERAS_BACKEND")
-    if "keras" in sys.modules:
-        import keras
-
-        current = keras.backend.backend()
-        require(s.backend is None or s.backend == current,
-                 f"Keras is already imported with the {current} backend in this process; "
-                 f"cannot switch to {s.backend}")
-        return current
-    architecture = architecture or presets.DATASETS[s.dataset].architecture
-    backend = requested or default_backend(architecture)
-    require(backend in BACKENDS, f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    os.environ["KERAS_BACKEND"] = backend
-    return backend
-
