@@ -93,19 +93,6 @@ def _nearest(x64, centers):
     return np.argmin(distances, axis=1).astype(np.int64)
 
 
-_WARNED = []
-
-
-def _warn_no_numba():
-    if not _WARNED:
-        _WARNED.append(True)
-        import warnings
-
-        warnings.warn("numba is not installed: fit_kmeans runs scikit-learn's Elkan KMeans "
-                      "(3-5x slower); pip install 'softvq-keras[train]' (or numba)",
-                      stacklevel=3)
-
-
 def fit_kmeans(latents, n_clusters=10, n_init=100, seed=0, n_threads=None):
     """K-means with `n_init` k-means++ initializations; keeps the lowest inertia.
 
@@ -145,8 +132,12 @@ def fit_kmeans(latents, n_clusters=10, n_init=100, seed=0, n_threads=None):
         from softvq_keras.kmeans import kmeans_restarts
 
         centers, _ = kmeans_restarts(x, n_clusters, n_init, seed, n_threads=n_threads)
-    except ImportError:  # numba missing
-        _warn_no_numba()
+    except ImportError:  # numba missing (Python shows this warning once per process)
+        import warnings
+
+        warnings.warn("numba is not installed: fit_kmeans runs scikit-learn's Elkan KMeans "
+                      "(3-5x slower); pip install 'softvq-keras[train]' (or numba)",
+                      stacklevel=2)
         centers = KMeans(
             n_clusters=n_clusters, n_init=n_init, random_state=seed, algorithm="elkan"
         ).fit(x.astype(np.float32)).cluster_centers_

@@ -54,4 +54,3 @@ def choose_backend(s, presets, architecture=None):
     require(backend in BACKENDS, f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     os.environ["KERAS_BACKEND"] = backend
     return backend
-

@@ -107,7 +107,7 @@ def test_duplicate_points_and_empty_clusters():
 def test_without_numba_it_falls_back_to_scikit_learn(mnist_latents, monkeypatch):
     import sys
 
-    from softvq_keras import evaluation, kmeans
+    from softvq_keras import kmeans
 
     z, _ = mnist_latents
     z = z[:2000]
@@ -115,7 +115,6 @@ def test_without_numba_it_falls_back_to_scikit_learn(mnist_latents, monkeypatch)
     monkeypatch.setitem(sys.modules, "numba", None)
     monkeypatch.setitem(sys.modules, "softvq_keras.kmeans_kernels", None)
     monkeypatch.delattr(sys.modules["softvq_keras"], "kmeans_kernels", raising=False)
-    monkeypatch.setattr(evaluation, "_WARNED", [])
     with pytest.warns(UserWarning, match="numba is not installed"):
         without = fit_kmeans(z, 10, n_init=4, seed=0)
     ref = KMeans(10, n_init=4, random_state=0, algorithm="elkan").fit(z.astype(np.float32))
@@ -136,3 +135,20 @@ def test_one_dimension_and_a_single_cluster(n_clusters):
         centers = np.sort(km.cluster_centers_[:, 0])
         np.testing.assert_allclose(centers, [z[:300].mean(), z[300:].mean()], atol=1e-5)
         assert np.bincount(km.labels_).tolist() in ([300, 200], [200, 300])
+
+
+def test_an_empty_cluster_takes_the_farthest_point():
+    """Lloyd from centres where one gets no point: it moves onto the point farthest
+    from its centre (scikit-learn's rule) and the two clumps end apart. Without
+    the relocation it would stay empty, far away, and the inertia would be the
+    single cluster's."""
+    from softvq_keras import kmeans_kernels
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(-5.0, 0.1, (300, 2)), rng.normal(5.0, 0.1, (200, 2))])
+    x = x.astype(np.float32)
+    init = np.array([[0.0, 0.0], [1000.0, 1000.0]], dtype=np.float32)
+    centers, labels, _ = kmeans_kernels.elkan(x, init, 300, 1e-8)
+    np.testing.assert_allclose(np.sort(centers[:, 0]), [x[:300, 0].mean(), x[300:, 0].mean()],
+                               atol=1e-4)
+    assert sorted(np.bincount(labels).tolist()) == [200, 300]
