@@ -32,8 +32,10 @@ dataset fingerprint for every run and table) and recorded there too
 `--models a b` (or `--extra c`) trains and updates only those rows: every other
 row with ledger entries is merged back from the ledger, so a partial rerun never
 drops rows. Codebook usage and perplexity (the rows with codes: vq, soft VQ,
-fsq, lfq, rvq) come from the ledger; an entry recorded before they were is completed from its saved run when
-the run folder is here, else the table says "not recorded".
+fsq, lfq, rvq) come from the ledger; an entry recorded before they were is
+completed from its saved run when the run folder is here, else the table says
+"not recorded". Run folders and the ledger: `training.ledger`; the pictures:
+`training.table_pictures`.
 
 DATASET takes every form `python -m training.fit` takes (a built-in name, a
 folder of images with class sub-folders, an `.npz` file with labels,
@@ -55,18 +57,15 @@ from pathlib import Path
 
 from training import artifacts
 from training.fit import MODELS as ROWS  # the paper's row order, then fsq, lfq, rvq
+from training.ledger import finished, ledger_path, ledger_seeds, record, run_folder
 from training.paper import data_note
 from training.report import machine, markdown, summarize
 from training.settings import run_name
+from training.table_pictures import pictured_runs, pictures
 from training.variants import VARIANTS
-
 
 #: The rows trained by default: the paper's (fsq, lfq and rvq with --models).
 PAPER_ROWS = ROWS[:6]
-
-
-def run_folder(out, dataset, model, seed):
-    return Path(out) / "runs" / f"{run_name(dataset)}-{model}-seed{seed}"
 
 
 def data_options(args):
@@ -76,33 +75,9 @@ def data_options(args):
                 skip_bad_images=args.skip_bad_images)
 
 
-def ledger_path(out, dataset, row, seed, args):
-    """The committed record of one finished run's metrics.
-
-    Runs of the paper's protocol go to `<out>/<name>-runs/`; a quick table
-    (`--epochs`, `--kmeans-init` or `--probe-epochs` changed) keeps its own
-    folder named after those settings, so that it neither reuses nor replaces
-    the paper's entries.
-    """
-    changed = [f"{flag}{value}" for flag, value, paper in (
-        ("epochs", args.epochs, None), ("kmeans", args.kmeans_init, 100),
-        ("probe", args.probe_epochs, 20)) if value != paper]
-    folder = "-".join([f"{run_name(dataset)}-runs", *changed])
-    return Path(out) / folder / f"{row}-seed{seed}.json"
-
-
-def record(path, metrics, source):
-    """Write `metrics` (a finished run's) to the ledger entry `path`, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    artifacts.write_json(path, {**metrics, "recorded_from": source})
-
-
-def finished(folder):
-    return (folder / artifacts.METRICS).is_file() and not (folder / artifacts.CHECKPOINT).exists()
-
-
 def train_row(dataset, row, seed, args, pixel_variance=None, info=None):
-    """Train (or reuse / resume) the run of `row` (a model or a VARIANTS name); return its metrics."""
+    """Train (or reuse / resume) the run of `row` (a model or a VARIANTS name);
+    return its metrics."""
     from training.fit import run
 
     folder = run_folder(args.out, dataset, row, seed)
@@ -161,17 +136,6 @@ def raw_row(dataset, data, args):
     return scores
 
 
-def ledger_seeds(out, dataset, row, args):
-    """`{seed: metrics}` of every ledger entry of `row` (a model or a VARIANTS name)."""
-    folder = ledger_path(out, dataset, row, 0, args).parent
-    found = {}
-    for path in folder.glob(f"{row}-seed*.json"):
-        tail = path.stem[len(row) + len("-seed"):]
-        if tail.isdigit():
-            found[int(tail)] = path
-    return {seed: artifacts.read_json(found[seed]) for seed in sorted(found)}
-
-
 def has_codebook(row):
     """Whether `row`'s bottleneck has a codebook (usage and perplexity apply)."""
     model = VARIANTS[row][0] if row in VARIANTS else row
@@ -200,64 +164,6 @@ def add_codebook_statistics(dataset, row, seed, metrics, data, args):
     record(ledger, {k: v for k, v in metrics.items() if k != "recorded_from"},
            metrics.get("recorded_from", folder.name))
     return metrics
-
-
-#: Test images the pictures are drawn from, at most (all of MNIST's).
-PICTURE_SAMPLE = 10_000
-
-
-def pictured_runs(args):
-    """`{model: seed}`: each paper row's lowest seed whose run folder is on this
-    machine and finished (a row trained elsewhere, known from its ledger entry
-    only, is not drawn)."""
-    runs = {}
-    for model in args.models:
-        for seed in range(args.seeds):
-            if finished(run_folder(args.out, args.dataset, model, seed)):
-                runs[model] = seed
-                break
-    return runs
-
-
-def pictures(dataset, runs, data, args):
-    """The PNGs of the runs `runs` (`{model: seed}`, see `pictured_runs`; `data`: a
-    `training.data.RunData`), on the same test images: those of the lowest seed
-    drawn."""
-    if not runs:
-        print("[table] no finished run folder on this machine: no reconstructions or "
-              "latent maps drawn", flush=True)
-        return []
-    import keras
-
-    from softvq_keras import Autoencoder  # noqa: F401  imports (registers) the custom layers
-    from training import plots
-
-    info = data.info
-    name = run_name(dataset)
-    out = Path(args.out)
-    seed = min(runs.values())
-    x_test, y_test, _ = data.sample("test", PICTURE_SAMPLE, seed)
-    shown = plots.one_per_class(y_test, len(x_test))
-    first = x_test[shown]
-    names = info.class_names
-    titles = None if y_test is None or names is None else [names[y] for y in y_test[shown]]
-    recon, latents, written = {}, {}, []
-    for model, run_seed in runs.items():
-        folder = run_folder(args.out, dataset, model, run_seed)
-        autoencoder = keras.saving.load_model(folder / artifacts.AUTOENCODER)
-        outputs = autoencoder.predict(x_test, batch_size=2048, verbose=0)
-        recon[model] = outputs["reconstruction"][shown]
-        latents[model] = outputs["latent"]
-        if model == "softvq":
-            written.append(plots.codebook_usage(
-                outputs["code_probs"], out / f"{name}-codebook.png"))
-    written.append(plots.reconstructions(
-        first, recon, info.image_shape, out / f"{name}-reconstructions.png",
-        offset=info.offset, titles=titles))
-    latents = {"raw": x_test.reshape(len(x_test), -1), **latents}
-    written.append(plots.latent_maps(latents, y_test, out / f"{name}-latents.png",
-                                     class_names=names))
-    return written
 
 
 def build_parser():
@@ -403,7 +309,8 @@ def main(argv=None):
         "data_note": note,
         "rows": rows, "wall_time_s": wall, "pictures": [p.name for p in pngs],
         "pictured_runs": pictured,
-        "command": "python -m training.table " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m training.table "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     out = Path(args.out)
     artifacts.write_json(out / f"{name}.json", result)
