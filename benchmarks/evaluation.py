@@ -3,8 +3,9 @@
 On real-data latents of the sizes a run evaluates: MNIST 60,000 x 64 (the
 training split) and CIFAR-10 10,000 x 128 (the test split), PCA projections of
 the pixels (the right sizes and a realistic cluster structure), or a run's own
-latents (`--run-dir`). Data come from `--data-dir` (default $SOFTVQ_DATA_DIR);
-without it, scikit-learn's bundled digits stand in.
+latents (`--run-dir`: its test latents, or with `--split train` the training
+latents the service's centroids are fitted on). Data come from `--data-dir`
+(default $SOFTVQ_DATA_DIR); without it, scikit-learn's bundled digits stand in.
 
 For each input it prints, in one run, the seconds of scikit-learn's default
 KMeans (float64 Lloyd) on one thread and on all threads, of its Elkan variant on
@@ -33,7 +34,7 @@ def pca_latents(x, dim, fit_rows=10000):
     return PCA(dim, random_state=0).fit(x[:fit_rows]).transform(x)
 
 
-def inputs(data_dir, run_dir=None):
+def inputs(data_dir, run_dir=None, split="test"):
     """`[(name, latents, labels)]` to time."""
     if run_dir:
         import json
@@ -46,8 +47,9 @@ def inputs(data_dir, run_dir=None):
         config = json.loads((Path(run_dir) / "config.json").read_text())
         data = load(config["dataset"], data_dir)
         encoder = keras.saving.load_model(Path(run_dir) / "encoder.keras")
-        z = encoder.predict(data.x_test, batch_size=2048, verbose=0)
-        return [(f"{config['dataset']} test latents of {run_dir}", z, data.y_test)]
+        x, y = (data.x_train, data.y_train) if split == "train" else (data.x_test, data.y_test)
+        z = encoder.predict(x, batch_size=2048, verbose=0)
+        return [(f"{config['dataset']} {split} latents of {run_dir}", z, y)]
     found = []
     for name, split, dim in (("mnist", "train", 64), ("cifar10", "test", 128)):
         path = os.path.join(data_dir or "", f"{name}.npz")
@@ -103,7 +105,9 @@ def compare(name, z, y, n_init, threads):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run-dir")
+    parser.add_argument("--run-dir", help="time a run's own latents instead of PCA projections")
+    parser.add_argument("--split", choices=("test", "train"), default="test",
+                        help="which latents of --run-dir (default test)")
     parser.add_argument("--data-dir", default=os.environ.get("SOFTVQ_DATA_DIR"))
     parser.add_argument("--n-init", type=int, default=100)
     parser.add_argument("--probe-epochs", type=int, default=20)
@@ -113,7 +117,7 @@ def main():
 
     threads = os.cpu_count() or 1
     print(f"cpus {threads}, load average {os.getloadavg()[0]:.1f}")
-    data = inputs(args.data_dir, args.run_dir)
+    data = inputs(args.data_dir, args.run_dir, args.split)
     from softvq_keras.evaluation import fit_kmeans
 
     seconds, _ = timed(lambda: fit_kmeans(data[0][1][:200], 10, n_init=2))
