@@ -11,6 +11,11 @@ For each run folder it loads the saved autoencoder, encodes the test split and p
   tuple of all its stages): the codes the test set picks, the median number of
   distinct codes per class, and the purity of the codes (the share of test
   images whose code's majority class is their own class);
+- `class/K-means inertia`: the K-means objective of the class partition (its
+  within-class scatter) over that of the best K-means partition (`fit_kmeans`,
+  10 restarts): near 1, K-means' objective favours the classes; well above 1,
+  K-means finds a partition it likes better than the classes (and clusters
+  them less well);
 - the run's clustering accuracy and NMI (K-means ×100, from metrics.json).
 
     python benchmarks/latent_structure.py results/runs/mnist-fsq-seed2 results/runs/mnist-rvq-seed2
@@ -25,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 
-def scatter_ratio(z, y):
-    """trace(between-class scatter) / trace(within-class scatter)."""
+def scatter(z, y):
+    """`(between, within)`: traces of the between- and within-class scatter."""
     mean = z.mean(axis=0)
     between = within = 0.0
     for label in np.unique(y):
@@ -34,7 +39,7 @@ def scatter_ratio(z, y):
         centre = members.mean(axis=0)
         between += len(members) * float(np.sum((centre - mean) ** 2))
         within += float(np.sum((members - centre) ** 2))
-    return between / within
+    return between, within
 
 
 def code_figures(codes, y):
@@ -54,6 +59,7 @@ def describe(folder, data_dir, sample=5000):
 
     from softvq_keras import Autoencoder  # noqa: F401  registers the custom layers
     from softvq_keras.data import load
+    from softvq_keras.evaluation import fit_kmeans
 
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
@@ -65,8 +71,11 @@ def describe(folder, data_dir, sample=5000):
     y = np.asarray(data.y_test).reshape(-1)
     rng = np.random.default_rng(0)
     pick = rng.choice(len(z), size=min(sample, len(z)), replace=False)
+    between, within = scatter(z, y)
+    kmeans = fit_kmeans(z, len(np.unique(y)), n_init=10, seed=0)
     line = (f"{folder.name:36s} silhouette {silhouette_score(z[pick], y[pick]):+.3f}  "
-            f"between/within {scatter_ratio(z, y):.3f}  "
+            f"between/within {between / within:.3f}  "
+            f"class/K-means inertia {within / kmeans.inertia_:.3f}  "
             f"clustering {metrics['clustering_accuracy']:.4f}  NMI {metrics['nmi']:.3f}")
     if "indices" in outputs:
         indices = np.asarray(outputs["indices"]).astype(np.int64)
