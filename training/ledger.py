@@ -14,6 +14,7 @@ from training.settings import run_name
 
 
 def run_folder(out, dataset, model, seed):
+    """The folder of one run of the table (`model`: a row, a model or a VARIANTS name)."""
     return Path(out) / "runs" / f"{run_name(dataset)}-{model}-seed{seed}"
 
 
@@ -39,6 +40,7 @@ def record(path, metrics, source):
 
 
 def finished(folder):
+    """Whether the run in `folder` ended: it has metrics.json and no checkpoint left."""
     return (folder / artifacts.METRICS).is_file() and not (folder / artifacts.CHECKPOINT).exists()
 
 
