@@ -101,7 +101,12 @@ def main(argv=None):
             print(f"{folder}: no autoencoder.keras (not a finished run folder)", file=sys.stderr)
             return 2
     for folder in args.runs:
-        print(describe(folder, args.data_dir), flush=True)
+        try:
+            print(describe(folder, args.data_dir), flush=True)
+        except (ValueError, OSError, RuntimeError) as e:  # a user's dataset, no data offline
+            print(f"{folder}: cannot describe this run (built-in datasets only: mnist, "
+                  f"svhn, cifar10, digits): {str(e).splitlines()[0]}", file=sys.stderr)
+            return 2
     return 0
 
 
