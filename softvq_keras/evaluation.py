@@ -1,8 +1,8 @@
 """Downstream metrics of a representation (the paper's Tables 1 and 2).
 
 Clustering: K-means with `n_init` restarts keeping the lowest inertia
-(`fit_kmeans`: k-means++ and exact Lloyd with Elkan's and Hamerly's bounds,
-compiled, the restarts shared among the cores; `softvq_keras.kmeans`),
+(`fit_kmeans`: k-means++ and Lloyd with the restarts batched into matrix
+products, compiled, shared among the cores; `softvq_keras.kmeans`),
 scored by Hungarian-matched accuracy
 (`scipy.optimize.linear_sum_assignment`) and NMI (scikit-learn, arithmetic
 normalization). Classification: a linear softmax probe, `Dense(10)` trained
@@ -100,16 +100,18 @@ def fit_kmeans(latents, n_clusters=10, n_init=100, seed=0, n_threads=None):
     the best of `n_init`), with scikit-learn's conventions (greedy k-means++
     with `2 + log K` local trials, tolerance 1e-4 of the mean variance on the
     summed squared centroid shift, empty clusters take the farthest point).
-    Each restart runs exact Lloyd iterations with Elkan's and Hamerly's
-    distance bounds, compiled with numba, the restarts shared among
-    `n_threads` threads (`softvq_keras.kmeans`). Side by side on this
-    project's 2-core CPU it is 4-7x faster than scikit-learn's KMeans at its
-    best thread count, at the same inertia (`benchmarks/evaluation.py`,
-    docs/RESULTS.md). numba comes with the `train` extra; without it this
-    falls back to scikit-learn's Elkan KMeans on float32 (3-5x slower), with
-    a warning.
+    The restarts run together: each Lloyd assignment step scores a chunk of
+    rows against the centres of a whole batch of restarts as one matrix
+    product (BLAS sgemm), compiled with numba, one batch per thread
+    (`softvq_keras.kmeans`). Side by side on this project's 2-core CPU it is
+    8-12x faster than scikit-learn's KMeans at its best thread count, at the
+    same inertia (`benchmarks/evaluation.py`, docs/RESULTS.md). numba comes
+    with the `train` extra; without it this falls back to scikit-learn's
+    Elkan KMeans on float32 (6-7x slower), with a warning.
 
-    Deterministic for a given `seed`, whatever `n_threads`. The returned
+    Deterministic for a given `seed` and `n_threads` (another thread count
+    batches the restarts differently, which can change the last bits of the
+    centres; `softvq_keras.kmeans`). The returned
     inertia and labels are recomputed in float64 from the centroids.
 
     Args:
@@ -136,7 +138,7 @@ def fit_kmeans(latents, n_clusters=10, n_init=100, seed=0, n_threads=None):
         import warnings
 
         warnings.warn("numba is not installed: fit_kmeans runs scikit-learn's Elkan KMeans "
-                      "(3-5x slower); pip install 'softvq-keras[train]' (or numba)",
+                      "(6-7x slower); pip install 'softvq-keras[train]' (or numba)",
                       stacklevel=2)
         centers = KMeans(
             n_clusters=n_clusters, n_init=n_init, random_state=seed, algorithm="elkan"

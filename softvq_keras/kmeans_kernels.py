@@ -4,8 +4,6 @@ Module-level functions, so that numba's disk cache (`cache=True`) serves the
 next process instead of compiling again.
 """
 
-import math
-
 import numba
 import numpy as np
 
@@ -62,154 +60,109 @@ def kmeans_plusplus(x, first, draws, n_clusters):
 
 
 @_jit
-def elkan(x, centers_init, max_iter, tol):
-    """Lloyd to convergence from `centers_init` with Hamerly's and Elkan's bounds.
-    Returns (centers float32 (k, D), labels, n_iter)."""
+def lloyd_iteration(x, centers, sums, counts, labels, active, fresh, chunk, shift, changed):
+    """One Lloyd iteration of every active restart slot, in place.
+
+    `centers` (S, k, D) float32, `sums` (S, k, D) float64 and `counts` (S, k)
+    the running cluster sums and sizes, `labels` (S, N) int32 (-1: none yet),
+    `active` and `fresh` (S,) booleans (a fresh slot holds its k-means++
+    centres and no labels: it skips the update step). Writes each slot's
+    summed squared centroid shift to `shift` and its changed labels to
+    `changed`. The assignment step scores every row against the centres of
+    all active slots at once, x.c - |c|^2 / 2 (the nearest centre scores
+    highest), as one matrix product per `chunk` rows (BLAS sgemm)."""
     n, d = x.shape
-    k = centers_init.shape[0]
-    centers = centers_init.copy()
-    labels = np.empty(n, dtype=np.int64)
-    upper = np.empty(n, dtype=np.float64)
-    lower = np.empty((n, k), dtype=np.float64)
-    sums = np.zeros((k, d), dtype=np.float64)
-    counts = np.zeros(k, dtype=np.int64)
-    shift = np.zeros(k, dtype=np.float64)
-    drift = np.zeros(k, dtype=np.float64)
-    drift_max = 0.0
-    second = np.empty(n, dtype=np.float64)
-    half_cc = np.empty((k, k), dtype=np.float64)
-    half_gap = np.empty(k, dtype=np.float64)
-    new_centers = np.empty((k, d), dtype=np.float32)
-    for i in range(n):
-        best = 0
+    n_slots, k, _ = centers.shape
+    # Update step; an empty cluster takes the point farthest from its centre.
+    for s in range(n_slots):
+        shift[s] = 0.0
+        changed[s] = 0
+        if not active[s] or fresh[s]:
+            continue
         for j in range(k):
-            dist = math.sqrt(sq_dist(x, i, centers, j))
-            lower[i, j] = dist
-            if dist < lower[i, best]:
-                best = j
-        labels[i] = best
-        upper[i] = lower[i, best]
-        nearest_other = np.inf
+            if counts[s, j] == 0:
+                relocate_farthest(x, centers[s], sums[s], counts[s], labels[s], j)
+        total = 0.0
         for j in range(k):
-            if j != best:
-                nearest_other = min(nearest_other, lower[i, j])
-        second[i] = nearest_other
-        counts[best] += 1
-        for f in range(d):
-            sums[best, f] += x[i, f]
-    n_iter = 0
-    for it in range(max_iter):
-        n_iter = it + 1
-        # M-step; an empty cluster takes the point farthest from its centre.
-        for j in range(k):
-            if counts[j] == 0:
-                far = -1
-                far_dist = -1.0
-                for i in range(n):
-                    if counts[labels[i]] > 1:
-                        dist = sq_dist(x, i, centers, labels[i])
-                        if dist > far_dist:
-                            far_dist = dist
-                            far = i
-                if far < 0:
-                    continue
-                old = labels[far]
-                counts[old] -= 1
-                counts[j] += 1
+            if counts[s, j] > 0:
                 for f in range(d):
-                    sums[old, f] -= x[far, f]
-                    sums[j, f] += x[far, f]
-                labels[far] = j
-                upper[far] = np.inf
-        total_shift = 0.0
+                    value = np.float32(sums[s, j, f] / counts[s, j])
+                    diff = np.float64(value) - np.float64(centers[s, j, f])
+                    total += diff * diff
+                    centers[s, j, f] = value
+        shift[s] = total
+    # Assignment step.
+    slots = np.flatnonzero(active)
+    m = len(slots) * k
+    stacked = np.empty((m, d), dtype=np.float32)
+    half_sq = np.empty(m, dtype=np.float32)
+    for a in range(len(slots)):
         for j in range(k):
-            moved = 0.0
-            if counts[j] > 0:
-                for f in range(d):
-                    value = np.float32(sums[j, f] / counts[j])
-                    diff = np.float64(value) - np.float64(centers[j, f])
-                    moved += diff * diff
-                    new_centers[j, f] = value
-            else:
-                for f in range(d):
-                    new_centers[j, f] = centers[j, f]
-            shift[j] = math.sqrt(moved)
-            total_shift += moved
-        for j in range(k):
+            total = np.float32(0.0)
             for f in range(d):
-                centers[j, f] = new_centers[j, f]
-        for j in range(k):
-            half_cc[j, j] = 0.0
-            for m in range(j + 1, k):
-                h = 0.5 * math.sqrt(sq_dist(centers, j, centers, m))
-                half_cc[j, m] = h
-                half_cc[m, j] = h
-        for j in range(k):
-            gap = np.inf
-            for m in range(k):
-                if m != j and half_cc[j, m] < gap:
-                    gap = half_cc[j, m]
-            half_gap[j] = gap
-        # E-step: a distance is computed only where the bounds no longer
-        # prove the assignment. Bounds are stored against the centres'
-        # accumulated drift, so following the centres costs nothing per
-        # point: upper = stored_upper + drift[label], lower = stored - drift.
-        largest = 0.0
-        for j in range(k):
-            drift[j] += shift[j]
-            largest = max(largest, shift[j])
-        drift_max += largest
-        changed = 0
-        for i in range(n):
-            a = labels[i]
-            u = upper[i] + drift[a]
-            # Hamerly's test: one bound for all the other centres.
-            bound = max(half_gap[a], second[i] - drift_max)
-            if u <= bound:
-                continue
-            u = math.sqrt(sq_dist(x, i, centers, a))
-            lower[i, a] = u + drift[a]
-            if u <= bound:
-                upper[i] = u - drift[a]
-                continue
-            # Elkan's tests, one bound per centre (u is exact here). A
-            # centre pruned by the centre-centre distance also gets the
-            # triangle inequality's bound d(x, c_j) >= d(c_a, c_j) - u,
-            # so its stored bound does not go stale.
-            start = a
-            for j in range(k):
-                if j == a:
-                    continue
-                bound_j = lower[i, j] - drift[j]
-                if u <= bound_j:
-                    continue
-                if u <= half_cc[a, j]:
-                    lower[i, j] = 2.0 * half_cc[a, j] - u + drift[j]
-                    continue
-                dist = math.sqrt(sq_dist(x, i, centers, j))
-                lower[i, j] = dist + drift[j]
-                if dist < u:
-                    a = j
-                    u = dist
-            nearest_other = np.inf
-            for j in range(k):
-                if j != a:
-                    nearest_other = min(nearest_other, lower[i, j] - drift[j])
-            upper[i] = u - drift[a]
-            second[i] = nearest_other + drift_max
-            if a != start:
-                changed += 1
-                labels[i] = a
-                counts[start] -= 1
-                counts[a] += 1
-                for f in range(d):
-                    sums[start, f] -= x[i, f]
-                    sums[a, f] += x[i, f]
-        if changed == 0 or total_shift <= tol:
-            # scikit-learn's test: converged, and the labels belong to
-            # the final centres.
-            break
-    return centers, labels, n_iter
+                value = centers[slots[a], j, f]
+                stacked[a * k + j, f] = value
+                total += value * value
+            half_sq[a * k + j] = np.float32(0.5) * total
+    scores = np.empty(m * chunk, dtype=np.float32)
+    best = np.empty(chunk, dtype=np.float32)
+    best_j = np.empty(chunk, dtype=np.int32)
+    for i0 in range(0, n, chunk):
+        width = min(n, i0 + chunk) - i0
+        block = scores[:m * width].reshape((m, width))
+        np.dot(stacked, x[i0:i0 + width].T, block)
+        for a in range(len(slots)):
+            s = slots[a]
+            row = a * k
+            # Centre by centre, so the comparisons vectorize over the rows.
+            h = half_sq[row]
+            for t in range(width):
+                best[t] = block[row, t] - h
+                best_j[t] = 0
+            for j in range(1, k):
+                h = half_sq[row + j]
+                for t in range(width):
+                    value = block[row + j, t] - h
+                    if value > best[t]:
+                        best[t] = value
+                        best_j[t] = j
+            for t in range(width):
+                new = best_j[t]
+                i = i0 + t
+                old = labels[s, i]
+                if new != old:
+                    changed[s] += 1
+                    labels[s, i] = new
+                    counts[s, new] += 1
+                    if old >= 0:
+                        counts[s, old] -= 1
+                        for f in range(d):
+                            sums[s, old, f] -= x[i, f]
+                    for f in range(d):
+                        sums[s, new, f] += x[i, f]
+
+
+@_jit
+def relocate_farthest(x, centers, sums, counts, labels, empty):
+    """Move the point farthest from its centre (in a cluster of two or more)
+    into the empty cluster `empty` (scikit-learn's rule)."""
+    far = -1
+    far_dist = -1.0
+    for i in range(x.shape[0]):
+        if counts[labels[i]] > 1:
+            dist = sq_dist(x, i, centers, labels[i])
+            if dist > far_dist:
+                far_dist = dist
+                far = i
+    if far < 0:
+        return
+    old = labels[far]
+    counts[old] -= 1
+    counts[empty] += 1
+    for f in range(x.shape[1]):
+        sums[old, f] -= x[far, f]
+        sums[empty, f] += x[far, f]
+    labels[far] = empty
 
 
 @_jit

@@ -76,12 +76,14 @@ def test_bad_input_is_one_clear_error():
         fit_kmeans(np.zeros((5, 2)), 10)
 
 
-def test_the_thread_count_does_not_change_the_result(mnist_latents):
+def test_the_thread_count_keeps_the_inertia(mnist_latents):
+    """Other thread counts batch the restarts differently (BLAS may round the
+    other product shapes differently in the last bit): the same inertia."""
     z, _ = mnist_latents
     one = fit_kmeans(z[:3000], 10, n_init=6, seed=3, n_threads=1)
     two = fit_kmeans(z[:3000], 10, n_init=6, seed=3, n_threads=2)
-    np.testing.assert_array_equal(one.cluster_centers_, two.cluster_centers_)
-    np.testing.assert_array_equal(one.labels_, two.labels_)
+    assert two.inertia_ == pytest.approx(one.inertia_, rel=1e-3)
+    assert abs(cluster_accuracy(one.labels_, two.labels_) - 1.0) <= 0.01
 
 
 def test_the_result_is_a_lloyd_fixed_point(mnist_latents):
@@ -142,13 +144,40 @@ def test_an_empty_cluster_takes_the_farthest_point():
     from its centre (scikit-learn's rule) and the two clumps end apart. Without
     the relocation it would stay empty, far away, and the inertia would be the
     single cluster's."""
-    from softvq_keras import kmeans_kernels
+    from softvq_keras.kmeans import batched_lloyd
 
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.normal(-5.0, 0.1, (300, 2)), rng.normal(5.0, 0.1, (200, 2))])
     x = x.astype(np.float32)
     init = np.array([[0.0, 0.0], [1000.0, 1000.0]], dtype=np.float32)
-    centers, labels, _ = kmeans_kernels.elkan(x, init, 300, 1e-8)
+    [(_, centers, labels, _)] = batched_lloyd(x, 2, lambda r: init, 1, 300, 1e-8)
     np.testing.assert_allclose(np.sort(centers[:, 0]), [x[:300, 0].mean(), x[300:, 0].mean()],
                                atol=1e-4)
     assert sorted(np.bincount(labels).tolist()) == [200, 300]
+
+
+def test_a_restart_is_the_same_alone_in_a_batch_and_in_any_chunking(mnist_latents):
+    """Batching is only a speed-up: restart r reaches the same inertia (to 0.1 %:
+    other product shapes may round a near-tie differently) alone, in a batch of
+    five, and with a chunk size that leaves a ragged last chunk; the same call
+    twice is bit-identical; and it stops at max_iter when asked to."""
+    from softvq_keras.kmeans import batched_lloyd
+
+    z, _ = mnist_latents
+    x = np.ascontiguousarray(z[:3000] - z[:3000].mean(axis=0), dtype=np.float32)
+    starts = [x[np.random.default_rng(r).choice(len(x), 10, replace=False)] for r in range(5)]
+    together = batched_lloyd(x, 10, lambda r: starts[r], 5, 300, 1e-6)
+    again = batched_lloyd(x, 10, lambda r: starts[r], 5, 300, 1e-6)
+    ragged = batched_lloyd(x, 10, lambda r: starts[r], 5, 300, 1e-6, chunk=7)
+    for r in range(5):
+        [alone] = batched_lloyd(x, 10, lambda _: starts[r], 1, 300, 1e-6)
+        np.testing.assert_array_equal(together[r][1], again[r][1])
+        np.testing.assert_array_equal(together[r][2], again[r][2])
+        for other in (together[r], ragged[r]):
+            assert other[0] == pytest.approx(alone[0], rel=1e-3)
+            assert other[3] > 3
+            # The labels are the nearest centres of the returned centres.
+            scores = x @ other[1].T - 0.5 * np.sum(other[1] ** 2, axis=1)
+            assert np.mean(np.argmax(scores, axis=1) == other[2]) >= 0.999
+    [capped] = batched_lloyd(x, 10, lambda _: starts[0], 1, 3, 1e-6)
+    assert capped[3] == 3 and capped[0] > together[0][0]
