@@ -130,6 +130,9 @@ def fit_kmeans(latents, n_clusters=10, n_init=100, seed=0, n_threads=None):
             f"fit_kmeans needs an (N, D) array with N >= n_clusters={n_clusters}; "
             f"got shape {x.shape}."
         )
+    if int(n_init) != n_init or n_init < 1 or int(n_clusters) != n_clusters or n_clusters < 1:
+        raise ValueError(f"fit_kmeans needs n_init >= 1 and n_clusters >= 1 (whole numbers); "
+                         f"got n_init={n_init!r}, n_clusters={n_clusters!r}.")
     try:
         from softvq_keras.kmeans import kmeans_restarts
 

@@ -74,6 +74,8 @@ def test_accuracy_on_a_saved_runs_latents_matches_scikit_learn(finished_run):
 def test_bad_input_is_one_clear_error():
     with pytest.raises(ValueError, match=r"needs an \(N, D\) array with N >= n_clusters=10; got shape \(5, 2\)"):
         fit_kmeans(np.zeros((5, 2)), 10)
+    with pytest.raises(ValueError, match=r"needs n_init >= 1 .*got n_init=0, n_clusters=3"):
+        fit_kmeans(np.zeros((5, 2)), 3, n_init=0)
 
 
 def test_the_thread_count_keeps_the_inertia(mnist_latents):
