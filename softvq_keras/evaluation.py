@@ -9,6 +9,8 @@ normalization). Classification: a linear softmax probe, `Dense(10)` trained
 with Adam (lr 0.01, batch 128) on the training latents.
 """
 
+import numbers
+
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import KMeans
@@ -107,7 +109,7 @@ def fit_kmeans(latents, n_clusters=10, n_init=100, seed=0, n_threads=None):
     8-12x faster than scikit-learn's KMeans at its best thread count, at the
     same inertia (`benchmarks/evaluation.py`, docs/RESULTS.md). numba comes
     with the `train` extra; without it this falls back to scikit-learn's
-    Elkan KMeans on float32 (6-7x slower), with a warning.
+    Elkan KMeans on float32 (about 6x slower), with a warning.
 
     Deterministic for a given `seed` and `n_threads` (another thread count
     batches the restarts differently, which can change the last bits of the
@@ -124,15 +126,15 @@ def fit_kmeans(latents, n_clusters=10, n_init=100, seed=0, n_threads=None):
     Returns:
         A `KMeansResult` (`cluster_centers_`, `labels_`, `inertia_`).
     """
+    if not all(isinstance(v, numbers.Integral) and v >= 1 for v in (n_init, n_clusters)):
+        raise ValueError(f"fit_kmeans needs n_init >= 1 and n_clusters >= 1 (whole numbers); "
+                         f"got n_init={n_init!r}, n_clusters={n_clusters!r}.")
     x = np.asarray(latents)
     if x.ndim != 2 or len(x) < n_clusters:
         raise ValueError(
             f"fit_kmeans needs an (N, D) array with N >= n_clusters={n_clusters}; "
             f"got shape {x.shape}."
         )
-    if int(n_init) != n_init or n_init < 1 or int(n_clusters) != n_clusters or n_clusters < 1:
-        raise ValueError(f"fit_kmeans needs n_init >= 1 and n_clusters >= 1 (whole numbers); "
-                         f"got n_init={n_init!r}, n_clusters={n_clusters!r}.")
     try:
         from softvq_keras.kmeans import kmeans_restarts
 
@@ -141,7 +143,7 @@ def fit_kmeans(latents, n_clusters=10, n_init=100, seed=0, n_threads=None):
         import warnings
 
         warnings.warn("numba is not installed: fit_kmeans runs scikit-learn's Elkan KMeans "
-                      "(6-7x slower); pip install 'softvq-keras[train]' (or numba)",
+                      "(about 6x slower); pip install 'softvq-keras[train]' (or numba)",
                       stacklevel=2)
         centers = KMeans(
             n_clusters=n_clusters, n_init=n_init, random_state=seed, algorithm="elkan"

@@ -78,7 +78,8 @@ def batched_lloyd(xc, n_clusters, initial_centers, n_restarts, max_iter, tol, n_
         chunk: rows per matrix product.
 
     Returns:
-        `[(inertia, centers (K, D) float32, labels (N,) int32, n_iter)]` per restart.
+        `[(inertia, centers (K, D) float32, n_iter)]` per restart (the labels
+        are each row's nearest centre).
     """
     kernels = _compile()
     n, d = xc.shape
@@ -118,8 +119,7 @@ def batched_lloyd(xc, n_clusters, initial_centers, n_restarts, max_iter, tol, n_
                 if changed[s] == 0 or shift[s] <= tol or n_iter[s] >= max_iter:
                     # scikit-learn's test: the labels belong to the final centres.
                     inertia = kernels.inertia_of(xc, centers[s], labels[s])
-                    results[owner[s]] = (inertia, centers[s].copy(), labels[s].copy(),
-                                         int(n_iter[s]))
+                    results[owner[s]] = (inertia, centers[s].copy(), int(n_iter[s]))
                     active[s] = False
 
     from threadpoolctl import threadpool_limits
@@ -169,5 +169,5 @@ def kmeans_restarts(x, n_clusters=10, n_init=100, seed=0, max_iter=300, tol=1e-4
     workers = max(1, min(n_threads or usable_cores(), n_init))
     results = batched_lloyd(xc, n_clusters, seeding, n_init, max_iter, scaled_tol, workers)
     best = min(range(n_init), key=lambda r: results[r][0])
-    _, centers, _, n_iter = results[best]
+    _, centers, n_iter = results[best]
     return centers.astype(np.float64) + mean, n_iter
